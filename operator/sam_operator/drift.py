@@ -14,10 +14,10 @@ _IGNORED_METADATA = {"resourceVersion", "uid", "generation", "creationTimestamp"
 
 
 def _scalar_equal(want: Any, have: Any) -> bool:
+    if isinstance(want, bool) or isinstance(have, bool):
+        return type(want) is type(have) and want == have
     if want == have:
         return True
-    if isinstance(want, bool) or isinstance(have, bool):
-        return False
     if isinstance(want, (int, float)) and isinstance(have, str):
         return str(want) == have
     if isinstance(want, str) and isinstance(have, (int, float)):

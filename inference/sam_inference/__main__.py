@@ -1,0 +1,113 @@
+"""`sam-inference` command line: serve, fetch, export-decoder, make-tiny.
+
+Heavy imports (torch, segment_anything, onnx) happen inside the subcommand that needs them, so that
+`fetch` and `--help` start fast and `serve` imports torch only while loading the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+    from pydantic import ValidationError
+
+    from .app import create_app
+    from .settings import InferenceSettings
+
+    try:
+        settings = InferenceSettings()  # type: ignore[call-arg]  # fields come from the environment
+    except ValidationError as exc:
+        print(f"sam-inference serve: invalid SAM_INFERENCE_* settings:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)
+    return 0
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from .fetch import FetchError, fetch
+
+    try:
+        fetch(args.source, args.sha256, Path(args.output), retries=args.retries, backoff=args.backoff,
+              timeout=args.timeout)
+    except FetchError as exc:
+        print(f"sam-inference fetch: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def _cmd_export_decoder(args: argparse.Namespace) -> int:
+    from .export import export_decoder
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    try:
+        result = export_decoder(
+            Path(args.checkpoint), args.variant, Path(args.output),
+            upstream_output=Path(args.upstream_output) if args.upstream_output else None,
+            quantize=args.quantize, opset=args.opset, force=args.force,
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"sam-inference export-decoder: error: {exc}", file=sys.stderr)
+        return 1
+    print(("skipped (up to date): " if result["skipped"] else "wrote ") + args.output)
+    return 0
+
+
+def _cmd_make_tiny(args: argparse.Namespace) -> int:
+    from .tiny import write_tiny_checkpoint
+
+    print(write_tiny_checkpoint(Path(args.output), seed=args.seed))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of every subcommand."""
+    parser = argparse.ArgumentParser(prog="sam-inference", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP encoder service (configured by SAM_INFERENCE_* env)")
+    serve.set_defaults(func=_cmd_serve)
+
+    fetch = sub.add_parser("fetch", help="download or copy a checkpoint, verified by sha256")
+    fetch.add_argument("--source", required=True, help="http(s) URL, file:// URL or local path")
+    fetch.add_argument("--sha256", required=True, help="expected sha256 (64 hex digits)")
+    fetch.add_argument("--output", required=True, help="destination file")
+    fetch.add_argument("--retries", type=int, default=5, help="extra attempts after a failed download")
+    fetch.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds (doubles)")
+    fetch.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds")
+    fetch.set_defaults(func=_cmd_fetch)
+
+    export = sub.add_parser("export-decoder", help="export the CVAT-format ONNX decoder of a checkpoint")
+    export.add_argument("--checkpoint", required=True)
+    export.add_argument("--variant", required=True, choices=["vit_b", "vit_l", "vit_h", "vit_tiny"])
+    export.add_argument("--output", required=True, help="CVAT-format decoder (.onnx)")
+    export.add_argument("--upstream-output", help="also write the plain upstream SamOnnxModel format here")
+    export.add_argument("--quantize", action="store_true", help="dynamically quantise the weights (uint8)")
+    export.add_argument("--opset", type=int, default=17)
+    export.add_argument("--force", action="store_true", help="export even when the outputs are up to date")
+    export.set_defaults(func=_cmd_export_decoder)
+
+    tiny = sub.add_parser("make-tiny", help="write the tiny random vit_tiny checkpoint; prints its sha256")
+    tiny.add_argument("--output", required=True)
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=_cmd_make_tiny)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sam-inference` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Encoder settings: every knob of `sam-inference serve`, read from `SAM_INFERENCE_*` env vars.
+
+Owned by the encoder; the operator renders these env vars into the pod spec (docs/architecture.md,
+"Encoder settings"). Built once in `__main__` and passed to `create_app()`; never a module global.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ModelVariant = Literal["vit_b", "vit_l", "vit_h", "vit_tiny"]
+ServiceMode = Literal["embedding", "masks"]
+Device = Literal["cuda", "cpu"]
+Precision = Literal["float32", "bfloat16", "float16"]
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+
+class InferenceSettings(BaseSettings):
+    """Configuration of one encoder process (env prefix `SAM_INFERENCE_`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SAM_INFERENCE_", env_nested_delimiter="__", extra="ignore", protected_namespaces=()
+    )
+
+    host: str = Field("0.0.0.0", description="Listen address.")
+    port: int = Field(8080, ge=0, le=65535, description="Listen port.")
+    model_variant: ModelVariant = Field("vit_h", description="SAM backbone; vit_tiny is the test/demo model.")
+    checkpoint_path: Path = Field(description="Checkpoint file (a state dict).")
+    decoder_path: Path | None = Field(None, description="CVAT-format decoder ONNX served at /v1/decoder.onnx.")
+    mode: ServiceMode = Field("embedding", description="What POST / returns: CVAT blob or CVAT mask shapes.")
+    device: Device = Field("cuda", description="Torch device; cuda falls back to an error, never silently.")
+    precision: Precision = Field("float32", description="Encoder compute precision (output is float32).")
+    max_batch_size: int = Field(4, ge=1, description="Most images encoded in one forward pass.")
+    batch_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits for more images.")
+    max_queue: int = Field(32, ge=1, description="Images waiting for the encoder before 429.")
+    max_body_bytes: int = Field(64 * MIB, ge=1024, description="Largest accepted request body.")
+    max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted image (width x height).")
+    request_timeout_s: float = Field(60.0, gt=0, description="Per-request deadline.")
+    cache_max_bytes: int = Field(1 * GIB, ge=0, description="Embedding LRU budget in bytes (0 disables).")
+    cache_max_entries: int = Field(0, ge=0, description="Embedding LRU entry cap (0 = bytes only).")
+    model_id: str | None = Field(None, description="Cache-key identity; defaults to the checkpoint sha256.")
+    log_level: str = Field("INFO", description="Python log level.")

@@ -1,0 +1,119 @@
+"""App factory: wires settings, catalog, metrics, the upstream client and the direct-mode listeners.
+
+``create_app(settings, catalog)`` builds the dashboard-API app; its ``cleanup_ctx`` opens the shared client
+session and runs the loop that keeps direct-mode ports in step with the catalog. Whoever changes the catalog
+(the watcher, or a test) calls :func:`notify_changed` afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+from sam_operator.gateway.catalog import Catalog
+from sam_operator.gateway.direct import DirectListeners
+from sam_operator.gateway.metrics import GatewayMetrics
+from sam_operator.gateway.proxy import Forwarder
+from sam_operator.gateway.routes import add_direct_routes, add_routes, token_auth
+from sam_operator.gateway.settings import GatewaySettings
+from sam_operator.gateway.state import (
+    CATALOG,
+    CHANGED,
+    DIRECT,
+    DIRECT_PORT,
+    FORWARDER,
+    METRICS,
+    PARENT,
+    SETTINGS,
+)
+
+log = logging.getLogger(__name__)
+
+# Failed direct-mode binds (port briefly held elsewhere) are retried this often even without catalog changes.
+_DIRECT_RETRY_S = 10.0
+
+
+def create_app(settings: GatewaySettings, catalog: Catalog | None = None) -> web.Application:
+    """The gateway app; pass ``catalog`` to share one with a watcher or a test."""
+    if catalog is None:
+        catalog = Catalog(
+            pod_address_annotation=settings.pod_address_annotation, encoder_port=settings.encoder_port
+        )
+    app = web.Application(middlewares=[token_auth], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[CATALOG] = catalog
+    app[METRICS] = GatewayMetrics(catalog)
+    app[CHANGED] = asyncio.Event()
+    add_routes(app)
+    app.cleanup_ctx.append(_client_ctx)
+    app.cleanup_ctx.append(_direct_ctx)
+    return app
+
+
+def notify_changed(app: web.Application) -> None:
+    """Tell the app the catalog changed (must run on the app's event loop)."""
+    app[CHANGED].set()
+
+
+async def sync_direct_listeners(app: web.Application) -> None:
+    """Open/close direct-mode ports now so they match the listed functions."""
+    if not app[SETTINGS].direct_enabled:
+        return
+    main_port = app[SETTINGS].port
+    ports = {f.http_port for f in app[CATALOG].functions() if f.http_port and f.http_port != main_port}
+    await app[DIRECT].sync(ports)
+
+
+def _direct_app_factory(parent: web.Application) -> Callable[[int], web.Application]:
+    settings = parent[SETTINGS]
+
+    def build(port: int) -> web.Application:
+        app = web.Application(client_max_size=settings.max_body_bytes)
+        app[PARENT] = parent
+        app[DIRECT_PORT] = port
+        add_direct_routes(app)
+        return app
+
+    return build
+
+
+async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    # No pooled-connection limit per host: concurrency is bounded by the encoders' own queues (429).
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, enable_cleanup_closed=True)
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+    app[FORWARDER] = Forwarder(
+        session,
+        app[METRICS],
+        upstream_timeout_s=settings.upstream_timeout_s,
+        connect_timeout_s=settings.connect_timeout_s,
+    )
+    yield
+    await session.close()
+
+
+async def _direct_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[DIRECT] = DirectListeners(settings.direct_listen_host, _direct_app_factory(app))
+    task = asyncio.create_task(_direct_loop(app), name="sam-gateway-direct-ports")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await app[DIRECT].close()
+
+
+async def _direct_loop(app: web.Application) -> None:
+    changed = app[CHANGED]
+    while True:
+        changed.clear()
+        try:
+            await sync_direct_listeners(app)
+        except Exception:  # keep the loop alive; the next change or retry tick tries again
+            log.exception("Failed to sync direct-mode ports")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout=_DIRECT_RETRY_S if app[DIRECT].failed else None)

@@ -1,0 +1,169 @@
+"""HTTP handlers: the Nuclio dashboard API subset CVAT uses, direct-mode ``POST /``, health and metrics.
+
+cvat-protocol §3.2/§10: ``GET /api/functions`` (object keyed by name), ``GET /api/functions/{name}`` (404
+``Function not found``), ``POST /api/function_invocations`` routed by ``x-nuclio-function-name``.
+Invocations go through :func:`invoke`, shared by dashboard and direct mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sam_operator.gateway import nuclio
+from sam_operator.gateway.catalog import Function
+from sam_operator.gateway.proxy import InvocationError
+from sam_operator.gateway.routing import image_digest, rank_replicas
+from sam_operator.gateway.state import CATALOG, DIRECT_PORT, FORWARDER, METRICS, PARENT, SETTINGS
+
+FUNCTION_NAME_HEADER = "x-nuclio-function-name"
+FUNCTION_NAMESPACE_HEADER = "x-nuclio-function-namespace"
+PROJECT_HEADER = "x-nuclio-project-name"
+PATH_HEADER = "x-nuclio-path"
+# Hashing a large body (base64 decode + sha256 of tens of MB) leaves the event loop above this size.
+_OFFLOAD_DIGEST_BYTES = 256 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, message: str) -> web.Response:
+    """A Nuclio-style JSON error body."""
+    return web.json_response({"error": message}, status=status)
+
+
+# ------------------------------------------------------------------- discovery
+def _namespace_filter(request: web.Request) -> str | None:
+    if not request.app[SETTINGS].strict_namespace:
+        return None
+    return request.headers.get(FUNCTION_NAMESPACE_HEADER) or None
+
+
+def _render(app: web.Application, function: Function) -> dict[str, Any]:
+    catalog = app[CATALOG]
+    return nuclio.build_function(function, app[SETTINGS].project_name, catalog.replicas(function))
+
+
+async def list_functions(request: web.Request) -> web.Response:
+    """``GET /api/functions``: every listed function, keyed by name."""
+    project = request.headers.get(PROJECT_HEADER)
+    if project and project != request.app[SETTINGS].project_name:
+        return web.json_response({})
+    functions = request.app[CATALOG].functions(_namespace_filter(request))
+    return web.json_response({f.name: _render(request.app, f) for f in functions})
+
+
+async def get_function(request: web.Request) -> web.Response:
+    """``GET /api/functions/{name}``: one function object, or 404 ``Function not found``."""
+    function = request.app[CATALOG].get(request.match_info["name"], _namespace_filter(request))
+    if function is None:
+        return error(404, "Function not found")
+    return web.json_response(_render(request.app, function))
+
+
+# ------------------------------------------------------------------ invocation
+async def dashboard_invocation(request: web.Request) -> web.Response:
+    """``/api/function_invocations``: route by ``x-nuclio-function-name``, forward to ``x-nuclio-path``."""
+    app = request.app
+    name = request.headers.get(FUNCTION_NAME_HEADER, "").strip()
+    if not name:
+        _count(app, "", "dashboard", 400)
+        return error(400, "Function name must be provided")
+    function = app[CATALOG].get(name, _namespace_filter(request))
+    if function is None:
+        _count(app, "", "dashboard", 404)
+        return error(404, "Function not found")
+    path = request.headers.get(PATH_HEADER, "/")
+    return await invoke(app, request, function, mode="dashboard", path=path)
+
+
+async def direct_invocation(request: web.Request) -> web.Response:
+    """Direct mode ``POST /`` on a function's own port: the port names the function."""
+    app = request.app[PARENT]
+    port = request.app[DIRECT_PORT]
+    function = app[CATALOG].by_port(port)
+    if function is None:
+        _count(app, "", "direct", 404)
+        return error(404, "Function not found")
+    return await invoke(app, request, function, mode="direct", path=request.path)
+
+
+async def invoke(
+    app: web.Application, request: web.Request, function: Function, *, mode: str, path: str
+) -> web.Response:
+    """Hash the image, rank the ready replicas, forward; map failures to Nuclio-style JSON errors."""
+    started = time.perf_counter()
+    body = await request.read()
+    if len(body) > _OFFLOAD_DIGEST_BYTES:
+        digest = await asyncio.to_thread(image_digest, body)
+    else:
+        digest = image_digest(body)
+    candidates = rank_replicas(digest, app[CATALOG].replicas(function))
+    try:
+        upstream = await app[FORWARDER].forward(
+            function.name, candidates, method=request.method, path=path, body=body, headers=request.headers
+        )
+        response = web.Response(status=upstream.status, body=upstream.body, headers=upstream.headers)
+    except InvocationError as exc:
+        response = error(exc.status, exc.message)
+    metrics = app[METRICS]
+    metrics.request_duration.labels(function.name).observe(time.perf_counter() - started)
+    _count(app, function.name, mode, response.status)
+    return response
+
+
+def _count(app: web.Application, function: str, mode: str, code: int) -> None:
+    app[METRICS].requests.labels(function, mode, str(code)).inc()
+
+
+# ---------------------------------------------------------------- operations
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process serves HTTP."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: SamModels and pods have been listed from the API at least once."""
+    if not request.app[CATALOG].synced:
+        return web.json_response({"status": "waiting for the initial list"}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition of the gateway's registry."""
+    payload = generate_latest(request.app[METRICS].registry)
+    response = web.Response(body=payload)
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+@web.middleware
+async def token_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With ``SAM_GATEWAY_TOKEN`` set, ``/api/*`` needs ``Authorization: Bearer <token>``."""
+    token = request.app[SETTINGS].token
+    if token and request.path.startswith("/api/"):
+        supplied = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
+            return error(401, "Unauthorized")
+    return await handler(request)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the dashboard API, health and metrics routes on the main app."""
+    app.router.add_get("/api/functions", list_functions)
+    app.router.add_get("/api/functions/{name}", get_function)
+    app.router.add_route("*", "/api/function_invocations", dashboard_invocation)
+    app.router.add_route("*", "/api/function_invocations/{tail:.*}", dashboard_invocation)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+
+
+def add_direct_routes(app: web.Application) -> None:
+    """Register direct-mode routes: CVAT POSTs to ``/``."""
+    app.router.add_post("/", direct_invocation)
+    app.router.add_post("/{tail:.*}", direct_invocation)

@@ -1,0 +1,83 @@
+"""Gateway settings: every knob of the CVAT-facing gateway, read from ``SAM_GATEWAY_*`` env vars.
+
+Built once in ``__main__`` and passed to :func:`sam_operator.gateway.app.create_app` and the watcher; nothing
+reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    """Configuration of the Nuclio-compatible gateway (env prefix ``SAM_GATEWAY_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SAM_GATEWAY_", env_nested_delimiter="__", extra="ignore")
+
+    host: str = Field("0.0.0.0", description="Address the dashboard API listens on.")
+    port: int = Field(8070, description="Dashboard API port (CVAT_NUCLIO_PORT, Nuclio's default 8070).")
+    direct_enabled: bool = Field(
+        True, description="Open one listener per function on its status.cvat.httpPort (CVAT direct mode)."
+    )
+    direct_host: str | None = Field(
+        None, description="Address the direct-mode ports listen on (default: host)."
+    )
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces to watch for SamModels and encoder pods; empty = all namespaces.",
+    )
+    kubeconfig: str | None = Field(
+        None, description="Kubeconfig file; default: in-cluster config, else $KUBECONFIG / ~/.kube/config."
+    )
+    pod_address_annotation: str | None = Field(
+        None,
+        description=(
+            "Pod annotation holding the replica address (host:port); honoured only when set "
+            "(tests use samoperator.io/test-address). Otherwise the gateway dials <podIP>:<encoder_port>."
+        ),
+    )
+    encoder_port: int = Field(8080, description="Encoder container port dialled at the pod IP.")
+    project_name: str = Field(
+        "cvat", description="Value of the nuclio.io/project-name label; x-nuclio-project-name filters on it."
+    )
+    strict_namespace: bool = Field(
+        False,
+        description=(
+            "When true, x-nuclio-function-namespace must equal the SamModel's namespace. Off by default "
+            "because CVAT sends its own configured namespace (often 'nuclio')."
+        ),
+    )
+    token: str | None = Field(
+        None,
+        description="When set, /api/* requires 'Authorization: Bearer <token>' (health/metrics stay open).",
+    )
+    upstream_timeout_s: float = Field(
+        100.0, gt=0, lt=120, description="Deadline for one invocation, retries included (< CVAT's 120 s)."
+    )
+    connect_timeout_s: float = Field(3.0, gt=0, description="TCP connect timeout per replica attempt.")
+    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest accepted invocation body.")
+    watch_timeout_s: int = Field(
+        300, gt=0, description="Server-side timeout of one watch request before it is renewed."
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+    log_json: bool = Field(False, description="Emit JSON log lines (in-cluster).")
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: object) -> object:
+        # Accept "a,b" as well as a JSON list ('["a","b"]').
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @property
+    def direct_listen_host(self) -> str:
+        """Address the direct-mode listeners bind to."""
+        return self.direct_host or self.host

@@ -1,0 +1,23 @@
+"""Typed :class:`aiohttp.web.AppKey` slots shared by the app factory and the route handlers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from sam_operator.gateway.catalog import Catalog
+from sam_operator.gateway.direct import DirectListeners
+from sam_operator.gateway.metrics import GatewayMetrics
+from sam_operator.gateway.proxy import Forwarder
+from sam_operator.gateway.settings import GatewaySettings
+
+SETTINGS = web.AppKey("settings", GatewaySettings)
+CATALOG = web.AppKey("catalog", Catalog)
+METRICS = web.AppKey("metrics", GatewayMetrics)
+FORWARDER = web.AppKey("forwarder", Forwarder)
+DIRECT = web.AppKey("direct", DirectListeners)
+CHANGED = web.AppKey("catalog_changed", asyncio.Event)
+# On a direct-mode app: the main app, whose state it uses.
+PARENT = web.AppKey("parent", web.Application)
+# On a direct-mode app: the port it listens on.
+DIRECT_PORT = web.AppKey("direct_port", int)

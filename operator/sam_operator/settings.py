@@ -1,0 +1,64 @@
+"""Operator-wide settings (``OperatorSettings``), read once from ``SAM_OPERATOR_*`` environment variables.
+
+Built in ``__main__`` and passed down to ``render`` / ``status`` / ``reconcile``; never a module-level global.
+Nested groups use ``__`` as delimiter (pydantic-settings), e.g. ``SAM_OPERATOR_NAMESPACES='["a","b"]'``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["OperatorSettings"]
+
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+
+
+class OperatorSettings(BaseSettings):
+    """Settings of the operator process; every field maps to ``SAM_OPERATOR_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="SAM_OPERATOR_", env_nested_delimiter="__", extra="ignore")
+
+    encoder_image: str = Field(
+        "ghcr.io/sam-operator/sam-inference:0.1.0",
+        description="Default encoder image (must provide the sam-inference CLI); spec.image overrides it.",
+    )
+    image_pull_policy: PullPolicy = Field(
+        "IfNotPresent", description="Default pull policy of the encoder image; spec.imagePullPolicy overrides it."
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Pull secrets added to every encoder pod (besides spec.imagePullSecrets)."
+    )
+    direct_port_base: int = Field(
+        32768, ge=1, le=65535, description="First port of the CVAT direct-mode range (status.cvat.httpPort)."
+    )
+    direct_port_range_size: int = Field(1000, ge=1, le=65535, description="How many ports the range holds.")
+    resync_interval_seconds: float = Field(
+        300.0, gt=0, description="Period of the level-based resync of every SamModel."
+    )
+    metrics_port: int = Field(9090, ge=1, le=65535, description="Port of the operator's Prometheus metrics.")
+    health_port: int = Field(8081, ge=1, le=65535, description="Port of the operator's liveness endpoint.")
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to watch; empty means the whole cluster."
+    )
+    field_manager: str = Field("sam-operator", description="Server-side apply field manager.")
+    startup_timeout_seconds: int = Field(
+        900,
+        ge=30,
+        description="How long an encoder may take to load its model before the startup probe gives up.",
+    )
+    service_monitor_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra labels on rendered ServiceMonitors (e.g. release: kube-prometheus-stack).",
+    )
+    gateway_pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {
+            "app.kubernetes.io/part-of": "sam-operator",
+            "app.kubernetes.io/component": "gateway",
+        },
+        description="Labels of the gateway pods, admitted by the encoder NetworkPolicy (any namespace).",
+    )
+    log_format: Literal["plain", "json"] = Field("plain", description="Log line format.")
+    log_level: str = Field("INFO", description="Root log level.")

@@ -27,7 +27,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"sam-inference serve: invalid SAM_INFERENCE_* settings:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)
     return 0
 
@@ -36,8 +38,14 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     from .fetch import FetchError, fetch
 
     try:
-        fetch(args.source, args.sha256, Path(args.output), retries=args.retries, backoff=args.backoff,
-              timeout=args.timeout)
+        fetch(
+            args.source,
+            args.sha256,
+            Path(args.output),
+            retries=args.retries,
+            backoff=args.backoff,
+            timeout=args.timeout,
+        )
     except FetchError as exc:
         print(f"sam-inference fetch: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -50,9 +58,13 @@ def _cmd_export_decoder(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     try:
         result = export_decoder(
-            Path(args.checkpoint), args.variant, Path(args.output),
+            Path(args.checkpoint),
+            args.variant,
+            Path(args.output),
             upstream_output=Path(args.upstream_output) if args.upstream_output else None,
-            quantize=args.quantize, opset=args.opset, force=args.force,
+            quantize=args.quantize,
+            opset=args.opset,
+            force=args.force,
         )
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"sam-inference export-decoder: error: {exc}", file=sys.stderr)

@@ -32,7 +32,14 @@ log = logging.getLogger(__name__)
 
 CVAT_OUTPUTS = ["masks", "iou_predictions", "low_res_masks", "xtl", "ytl", "xbr", "ybr"]
 UPSTREAM_OUTPUTS = ["masks", "iou_predictions", "low_res_masks"]
-INPUT_NAMES = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
+INPUT_NAMES = [
+    "image_embeddings",
+    "point_coords",
+    "point_labels",
+    "mask_input",
+    "has_mask_input",
+    "orig_im_size",
+]
 CHECKPOINT_DIGEST_KEY = "sam_inference.checkpoint_sha256"
 DEFAULT_OPSET = 17
 
@@ -176,7 +183,9 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _write(module: torch.nn.Module, output: Path, names: list[str], opset: int, quantize: bool, stamp: str) -> None:
+def _write(
+    module: torch.nn.Module, output: Path, names: list[str], opset: int, quantize: bool, stamp: str
+) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     try:

@@ -156,8 +156,15 @@ def _download_once(url: str, part: Path, progress: Progress, timeout: float) -> 
             raise HTTPException(f"connection closed after {done} of {progress.total} bytes")
 
 
-def _download(url: str, part: Path, progress: Progress, retries: int, backoff: float, timeout: float,
-              sleep: Callable[[float], None]) -> None:
+def _download(
+    url: str,
+    part: Path,
+    progress: Progress,
+    retries: int,
+    backoff: float,
+    timeout: float,
+    sleep: Callable[[float], None],
+) -> None:
     for attempt in range(retries + 1):
         try:
             _download_once(url, part, progress, timeout)
@@ -168,8 +175,9 @@ def _download(url: str, part: Path, progress: Progress, retries: int, backoff: f
             if attempt == retries:
                 raise FetchError(f"GET {url} failed after {retries + 1} attempts: {exc}") from exc
             delay = backoff * (2**attempt)
-            progress.stream.write(f"fetch {progress.label}: attempt {attempt + 1} failed ({exc}); "
-                                  f"retrying in {delay:.1f}s\n")
+            progress.stream.write(
+                f"fetch {progress.label}: attempt {attempt + 1} failed ({exc}); retrying in {delay:.1f}s\n"
+            )
             sleep(delay)
 
 

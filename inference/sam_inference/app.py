@@ -1,0 +1,174 @@
+"""aiohttp application factory of the encoder: `create_app(settings, predictor=None)`.
+
+Lifecycle: the cleanup context starts a background task that builds the predictor (importing torch
+lazily), loads the checkpoint, warms up, then starts the batcher and flips `/readyz` to 200; `/healthz`
+answers from the first moment (and turns 503 if loading failed, so the liveness probe restarts the pod).
+On shutdown it stops the batcher and releases the model. The error middleware turns every failure into
+`{"error": message}` JSON and records request metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from .errors import NotReadyError, ServiceError
+from .fetch import sha256_file
+from .metrics import Metrics
+from .predictor import Predictor, build_predictor
+from .service import EmbeddingService
+from .settings import InferenceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DecoderAsset:
+    """The exported decoder served at /v1/decoder.onnx."""
+
+    body: bytes
+    etag: str
+
+
+@dataclass
+class AppState:
+    """Mutable per-app state shared by the handlers."""
+
+    settings: InferenceSettings
+    metrics: Metrics
+    predictor: Predictor | None = None
+    owns_predictor: bool = False
+    service: EmbeddingService | None = None
+    decoder: DecoderAsset | None = None
+    load_error: str | None = None
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def ready(self) -> bool:
+        return self.service is not None and self.load_error is None
+
+    def require_service(self) -> EmbeddingService:
+        if self.service is None:
+            raise NotReadyError(self.load_error or "model is loading")
+        return self.service
+
+
+STATE = web.AppKey("state", AppState)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map errors to JSON and count every request by endpoint (route name) and status."""
+    started = time.perf_counter()
+    route = request.match_info.route
+    endpoint = route.name or "other"
+    try:
+        response = await handler(request)
+    except ServiceError as exc:
+        response = _error_response(exc.status, exc.message, exc.headers())
+    except web.HTTPException as exc:  # aiohttp's own: 404, 405, 413 (client_max_size), ...
+        if exc.status < 400:
+            raise
+        response = _error_response(exc.status, exc.reason if exc.status != 413 else exc.text or exc.reason)
+    except Exception:
+        log.exception("Failed request %s %s", request.method, request.path)
+        response = _error_response(500, "internal error")
+    request.app[STATE].metrics.observe_request(endpoint, response.status, time.perf_counter() - started)
+    return response
+
+
+def _load_decoder(path: Path | None) -> DecoderAsset | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        log.warning("Decoder %s does not exist; /v1/decoder.onnx answers 404", path)
+        return None
+    body = path.read_bytes()
+    return DecoderAsset(body=body, etag=f'"{hashlib.sha256(body).hexdigest()}"')
+
+
+def _load_blocking(state: AppState) -> tuple[Predictor, str, DecoderAsset | None]:
+    settings = state.settings
+    predictor = state.predictor
+    if predictor is None:
+        predictor = build_predictor(settings)
+        state.predictor, state.owns_predictor = predictor, True
+    model_id = settings.model_id or f"{settings.model_variant}:{sha256_file(settings.checkpoint_path)}"
+    predictor.load()
+    predictor.warm_up()
+    return predictor, model_id, _load_decoder(settings.decoder_path)
+
+
+async def _load(state: AppState) -> None:
+    settings = state.settings
+    started = time.perf_counter()
+    try:
+        predictor, model_id, decoder = await asyncio.get_running_loop().run_in_executor(
+            None, _load_blocking, state
+        )
+        service = EmbeddingService(
+            predictor,
+            model_id=model_id,
+            metrics=state.metrics,
+            max_pixels=settings.max_pixels,
+            max_batch_size=settings.max_batch_size,
+            batch_wait_ms=settings.batch_wait_ms,
+            max_queue=settings.max_queue,
+            cache_max_bytes=settings.cache_max_bytes,
+            cache_max_entries=settings.cache_max_entries,
+        )
+        service.start()
+        state.decoder, state.service = decoder, service
+        state.metrics.model_load_seconds.set(time.perf_counter() - started)
+        state.metrics.ready.set(1)
+        log.info(
+            "Loaded model %s (%s) in %.1fs",
+            settings.model_variant,
+            model_id[:24],
+            time.perf_counter() - started,
+        )
+    except Exception as exc:
+        state.load_error = f"model load failed: {exc}"
+        log.exception("Failed to load model %s from %s", settings.model_variant, settings.checkpoint_path)
+    finally:
+        state.loaded.set()
+
+
+async def _model_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    loader = asyncio.create_task(_load(state), name="model-loader")
+    yield
+    loader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await loader
+    state.metrics.ready.set(0)
+    if state.service is not None:
+        await state.service.close()
+        state.service = None
+    if state.owns_predictor and state.predictor is not None:
+        state.predictor.close()
+
+
+def create_app(settings: InferenceSettings, predictor: Predictor | None = None) -> web.Application:
+    """Build the encoder app; `predictor` overrides the SAM predictor built from `settings` (tests)."""
+    from .routes import add_routes
+
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    app[STATE] = AppState(settings=settings, metrics=Metrics(), predictor=predictor)
+    add_routes(app)
+    app.cleanup_ctx.append(_model_lifecycle)
+    return app

@@ -1,0 +1,91 @@
+"""The Predictor protocol the HTTP layer talks to, and the factory for the real SAM predictor.
+
+Nothing here imports torch: `build_predictor` imports `sam_predictor` (which does) only when called,
+inside the app's model-loading task. Tests may pass any object that satisfies `Predictor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from .schemas import Prompts
+
+if TYPE_CHECKING:
+    from .settings import InferenceSettings
+
+EMBEDDING_SHAPE = (1, 256, 64, 64)
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """One image's SAM embedding (float32, EMBEDDING_SHAPE) and the original image size."""
+
+    array: np.ndarray
+    height: int
+    width: int
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.array.nbytes)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image after `Predictor.preprocess`: whatever the predictor needs, plus the original size."""
+
+    data: Any
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
+class MaskResult:
+    """A full-resolution boolean mask (H x W) and its predicted IoU."""
+
+    mask: np.ndarray
+    score: float
+
+
+class Predictor(Protocol):
+    """What the service needs from a model. Every method but `ready` may block (run off the loop)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def load(self) -> None:
+        """Load weights (idempotent)."""
+
+    def warm_up(self) -> None:
+        """Run the encoder and decoder once so the first request is not slow."""
+
+    def preprocess(self, image: np.ndarray) -> PreparedImage:
+        """HxWx3 uint8 RGB → model input (thread-safe; runs in the decode pool)."""
+
+    def embed_batch(self, batch: Sequence[PreparedImage]) -> list[np.ndarray]:
+        """Encode a batch; one float32 EMBEDDING_SHAPE array per input, same order."""
+
+    def decode_masks(self, embedding: Embedding, prompts: Prompts) -> MaskResult:
+        """Decode prompts against an embedding with SamPredictor semantics (thread-safe)."""
+
+    def memory_stats(self) -> dict[tuple[str, str], int]:
+        """{(device, "allocated"|"reserved"): bytes} where a GPU is used, else {}."""
+
+    def close(self) -> None:
+        """Release the model."""
+
+
+def build_predictor(settings: InferenceSettings) -> Predictor:
+    """The SAM predictor for `settings` (imports torch)."""
+    from .sam_predictor import SamEncoderPredictor
+
+    return SamEncoderPredictor(
+        variant=settings.model_variant,
+        checkpoint=settings.checkpoint_path,
+        device=settings.device,
+        precision=settings.precision,
+        warm_up_batch=settings.max_batch_size,
+    )

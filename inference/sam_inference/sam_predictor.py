@@ -1,0 +1,152 @@
+"""The real predictor: segment_anything's SAM on torch (imported only from `predictor.build_predictor`).
+
+Preprocessing is SamPredictor.set_image's, step for step (cvat-protocol §2.2): `ResizeLongestSide.apply_image`
+(PIL bilinear antialiased resize to longest side 1024), HWC→NCHW, `Sam.preprocess` (normalise, zero-pad to
+1024x1024), `image_encoder`. Batches concatenate those NCHW tensors. Reduced precision uses autocast and
+always returns float32. Mask decoding reuses `SamPredictor.predict` on a stored embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from segment_anything import SamPredictor
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from .model import load_sam
+from .predictor import EMBEDDING_SHAPE, Embedding, MaskResult, PreparedImage
+from .schemas import Prompts
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def use_multimask(prompts: Prompts) -> bool:
+    """SamOnnxModel's rule: multimask output when at most 2 prompt tokens (clicks + box corners or the
+    padding point SamPredictor adds without a box); the best-scored of the three masks is returned."""
+    tokens = len(prompts.points) + (2 if prompts.box is not None else 1)
+    return tokens <= 2
+
+
+class SamEncoderPredictor:
+    """SAM image encoder + prompt decoder for one variant/checkpoint on one device."""
+
+    def __init__(
+        self,
+        variant: str,
+        checkpoint: Path,
+        device: str = "cpu",
+        precision: str = "float32",
+        warm_up_batch: int = 1,
+        model: Sam | None = None,
+    ) -> None:
+        self.variant = variant
+        self.checkpoint = Path(checkpoint)
+        self.device_name = device
+        self.precision = precision
+        self.warm_up_batch = warm_up_batch
+        self._model: Sam | None = model
+        self._transform = ResizeLongestSide(1024)
+        self._lock = threading.Lock()
+        self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def model(self) -> Sam:
+        if self._model is None:
+            raise RuntimeError("model is not loaded")
+        return self._model
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.device_name)
+
+    def load(self) -> None:
+        with self._lock:
+            if self._ready:
+                return
+            if self.device_name == "cuda" and not torch.cuda.is_available():
+                raise RuntimeError("SAM_INFERENCE_DEVICE=cuda but no CUDA device is available")
+            if self.precision not in _DTYPES:
+                raise ValueError(f"unknown precision {self.precision!r}")
+            if self._model is None:
+                self._model = load_sam(self.variant, self.checkpoint)
+            self._model = self._model.to(self.device).eval()
+            self._ready = True
+
+    def warm_up(self) -> None:
+        black = np.zeros((600, 800, 3), dtype=np.uint8)
+        prepared = self.preprocess(black)
+        sizes = {1, self.warm_up_batch} if self.device.type == "cuda" else {1}
+        for size in sorted(sizes):
+            embedding = self.embed_batch([prepared] * size)[0]
+        self.decode_masks(Embedding(embedding, 600, 800), Prompts(points=((400.0, 300.0),), labels=(1,)))
+
+    def preprocess(self, image: np.ndarray) -> PreparedImage:
+        height, width = image.shape[:2]
+        resized = self._transform.apply_image(image)  # exactly SamPredictor.set_image's resize
+        return PreparedImage(data=resized, height=height, width=width)
+
+    def _autocast(self) -> Any:
+        if self.precision == "float32":
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
+
+    @torch.inference_mode()
+    def embed_batch(self, batch: Sequence[PreparedImage]) -> list[np.ndarray]:
+        model = self.model
+        tensors = []
+        for item in batch:
+            image = (
+                torch.as_tensor(item.data, device=self.device).permute(2, 0, 1).contiguous()[None, :, :, :]
+            )
+            tensors.append(model.preprocess(image))
+        with self._autocast():
+            features = model.image_encoder(torch.cat(tensors, dim=0))
+        out = features.float().cpu().numpy()
+        return [np.ascontiguousarray(out[i : i + 1], dtype=np.float32) for i in range(out.shape[0])]
+
+    @torch.inference_mode()
+    def decode_masks(self, embedding: Embedding, prompts: Prompts) -> MaskResult:
+        if embedding.array.shape != EMBEDDING_SHAPE:
+            raise ValueError(f"embedding has shape {embedding.array.shape}, expected {EMBEDDING_SHAPE}")
+        predictor = SamPredictor(self.model)
+        predictor.features = torch.as_tensor(embedding.array, device=self.device)
+        predictor.original_size = (embedding.height, embedding.width)
+        predictor.input_size = ResizeLongestSide.get_preprocess_shape(embedding.height, embedding.width, 1024)
+        predictor.is_image_set = True
+        points = np.asarray(prompts.points, dtype=np.float32).reshape(-1, 2) if prompts.points else None
+        labels = np.asarray(prompts.labels, dtype=np.int64) if prompts.points else None
+        box = np.asarray(prompts.box, dtype=np.float32) if prompts.box is not None else None
+        masks, scores, _ = predictor.predict(points, labels, box, multimask_output=use_multimask(prompts))
+        best = int(np.argmax(scores))
+        return MaskResult(mask=np.asarray(masks[best], dtype=bool), score=float(scores[best]))
+
+    def memory_stats(self) -> dict[tuple[str, str], int]:
+        if self.device.type != "cuda" or not torch.cuda.is_available():
+            return {}
+        index = torch.cuda.current_device()
+        name = f"cuda:{index}"
+        return {
+            (name, "allocated"): int(torch.cuda.memory_allocated(index)),
+            (name, "reserved"): int(torch.cuda.memory_reserved(index)),
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._ready = False
+            self._model = None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()

@@ -1,0 +1,96 @@
+"""Request-independent core of the encoder: image bytes → embedding (cached, batched) → masks.
+
+Routes call `EmbeddingService`; it owns the cache, the micro-batcher and the decode thread pool, and
+records per-stage latency. No HTTP and no torch here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .batching import MicroBatcher
+from .cache import EmbeddingCache, Lookup
+from .imaging import decode_image
+from .metrics import Metrics
+from .predictor import Embedding, MaskResult, Predictor, PreparedImage
+from .schemas import Prompts
+
+
+def cache_key(image: bytes, model_id: str) -> str:
+    """Digest of the image bytes, qualified by the model identity."""
+    return hashlib.sha256(model_id.encode() + b"\0" + hashlib.sha256(image).digest()).hexdigest()
+
+
+class EmbeddingService:
+    """Embeddings and masks for raw image bytes."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        *,
+        model_id: str,
+        metrics: Metrics,
+        max_pixels: int,
+        max_batch_size: int,
+        batch_wait_ms: float,
+        max_queue: int,
+        cache_max_bytes: int,
+        cache_max_entries: int,
+        decode_threads: int = 2,
+    ) -> None:
+        self.predictor = predictor
+        self.model_id = model_id
+        self.metrics = metrics
+        self.max_pixels = max_pixels
+        self.cache: EmbeddingCache[Embedding] = EmbeddingCache(cache_max_bytes, cache_max_entries, metrics)
+        self.batcher: MicroBatcher[PreparedImage, np.ndarray] = MicroBatcher(
+            self._run_batch,
+            max_batch=max_batch_size,
+            wait_s=batch_wait_ms / 1000.0,
+            max_queue=max_queue,
+            observer=metrics,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    async def run_blocking(self, func, *args):  # type: ignore[no-untyped-def]
+        """Run a blocking call in the decode pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
+
+    def _run_batch(self, batch: Sequence[PreparedImage]) -> list[np.ndarray]:
+        return self.predictor.embed_batch(batch)
+
+    def _prepare(self, image: bytes) -> PreparedImage:
+        with self.metrics.stage("decode_image"):
+            array = decode_image(image, self.max_pixels)
+            return self.predictor.preprocess(array)
+
+    async def _compute(self, image: bytes) -> Embedding:
+        async with self.batcher.ticket() as ticket:  # 429 before any decoding when the queue is full
+            prepared = await self.run_blocking(self._prepare, image)
+            array = await ticket.submit(prepared)
+        return Embedding(array=array, height=prepared.height, width=prepared.width)
+
+    async def embedding(self, image: bytes) -> tuple[Embedding, Lookup]:
+        """The embedding of `image` and whether it came from the cache."""
+        return await self.cache.get_or_compute(cache_key(image, self.model_id), lambda: self._compute(image))
+
+    async def masks(self, image: bytes, prompts: Prompts) -> tuple[Embedding, MaskResult | None, Lookup]:
+        """Embedding plus the decoded mask for `prompts` (None when there are no prompts)."""
+        embedding, lookup = await self.embedding(image)
+        if prompts.empty:
+            return embedding, None, lookup
+        with self.metrics.stage("decode_masks"):
+            result = await self.run_blocking(self.predictor.decode_masks, embedding, prompts)
+        return embedding, result, lookup

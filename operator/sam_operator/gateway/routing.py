@@ -54,10 +54,11 @@ def _b64decode(text: str) -> bytes | None:
     if text.startswith("data:"):
         _, _, text = text.partition(",")
     compact = "".join(text.split())
-    try:
-        return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
-    except (binascii.Error, ValueError):
+    padded = compact + "=" * (-len(compact) % 4)
+    for altchars in (None, b"-_"):  # standard, then URL-safe alphabet
         try:
-            return base64.urlsafe_b64decode(compact + "=" * (-len(compact) % 4))
+            decoded = base64.b64decode(padded, altchars=altchars, validate=True)
         except (binascii.Error, ValueError):
-            return None
+            continue
+        return decoded or None
+    return None

@@ -1,0 +1,180 @@
+"""Shared test data for the gateway tests: SamModel/pod body builders and a fake encoder replica."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+SAM_ANNOTATIONS = {
+    "name": "Segment Anything",
+    "type": "interactor",
+    "version": "2",
+    "spec": "",
+    "min_pos_points": "0",
+    "min_neg_points": "0",
+    "startswith_box_optional": "true",
+    "help_message": "The interactor allows to get a mask of an object using at least one positive, and any "
+    "negative points inside it",
+}
+SAM_FUNCTION = "pth-facebookresearch-sam-vit-h"
+
+
+def sammodel(
+    name: str = "vit-h",
+    namespace: str = "models",
+    *,
+    function_name: str = SAM_FUNCTION,
+    ready: bool = True,
+    enabled: bool = True,
+    http_port: int | None = 32768,
+    mode: str = "embedding",
+    created: str = "2026-01-01T00:00:00Z",
+    annotations: dict[str, Any] | None = None,
+    selector: str | None = "default",
+) -> dict[str, Any]:
+    """A SamModel body with the status the operator writes (docs/architecture.md)."""
+    if selector == "default":
+        selector = (
+            f"app.kubernetes.io/name=sam-encoder,app.kubernetes.io/instance={name},"
+            "app.kubernetes.io/component=encoder"
+        )
+    status: dict[str, Any] = {
+        "observedGeneration": 1,
+        "replicas": 2,
+        "readyReplicas": 2 if ready else 0,
+        "endpoint": f"http://sam-{name}.{namespace}.svc:8080",
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True" if ready else "False",
+                "reason": "Ready" if ready else "NotReady",
+            },
+            {"type": "Progressing", "status": "False", "reason": "Done"},
+        ],
+        "cvat": {
+            "enabled": enabled,
+            "functionName": function_name,
+            "mode": mode,
+            "description": "Interactive object segmentation with Segment-Anything (vit_h)",
+            "annotations": dict(SAM_ANNOTATIONS if annotations is None else annotations),
+        },
+    }
+    if selector is not None:
+        status["selector"] = selector
+    if http_port is not None:
+        status["cvat"]["httpPort"] = http_port
+    return {
+        "apiVersion": "samoperator.io/v1alpha1",
+        "kind": "SamModel",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "creationTimestamp": created,
+            "resourceVersion": "100",
+            "generation": 1,
+        },
+        "spec": {"model": {"variant": "vit_h"}},
+        "status": status,
+    }
+
+
+def pod(
+    name: str,
+    *,
+    instance: str = "vit-h",
+    namespace: str = "models",
+    ip: str | None = "10.0.0.1",
+    phase: str = "Running",
+    ready: bool = True,
+    terminating: bool = False,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """An encoder pod body as the API serves it."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {
+            "app.kubernetes.io/name": "sam-encoder",
+            "app.kubernetes.io/instance": instance,
+            "app.kubernetes.io/component": "encoder",
+            "app.kubernetes.io/managed-by": "sam-operator",
+            "app.kubernetes.io/part-of": "sam-operator",
+        },
+        "annotations": dict(annotations or {}),
+    }
+    if terminating:
+        meta["deletionTimestamp"] = "2026-01-01T00:05:00Z"
+    status: dict[str, Any] = {
+        "phase": phase,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Ready", "status": "True" if ready else "False"},
+        ],
+    }
+    if ip:
+        status["podIP"] = ip
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "status": status}
+
+
+def invocation_body(image: bytes) -> bytes:
+    """A CVAT interactor payload (cvat-protocol §4.3) as CVAT's `requests` serialises it."""
+    payload = {
+        "image": base64.b64encode(image).decode(),
+        "pos_points": [[10.0, 12.5]],
+        "neg_points": [],
+        "obj_bbox": [],
+    }
+    return json.dumps(payload).encode()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class FakeEncoder:
+    """A loopback HTTP server standing in for one encoder replica; records what it received."""
+
+    name: str
+    behaviour: str = "ok"  # ok | slow | drop | status:<code>
+    received: list[dict[str, Any]] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    server: TestServer | None = None
+
+    @property
+    def address(self) -> str:
+        assert self.server is not None
+        return f"127.0.0.1:{self.server.port}"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.received.append({"path": request.path, "headers": dict(request.headers), "body": body})
+        if self.behaviour == "slow":
+            await asyncio.wait_for(self.release.wait(), timeout=10)
+        if self.behaviour == "drop":
+            # The process dies mid-request: the connection closes without a response.
+            assert request.transport is not None
+            request.transport.close()
+            await asyncio.sleep(0.05)
+            return web.Response()
+        if self.behaviour.startswith("status:"):
+            code = int(self.behaviour.split(":", 1)[1])
+            return web.json_response({"error": f"{self.name} says {code}"}, status=code)
+        return web.json_response(
+            {"blob": base64.b64encode(self.name.encode()).decode()},
+            headers={"X-Nuclio-Logs": "[]", "X-Encoder-Replica": self.name, "X-Cache": "miss"},
+        )
+
+
+EncoderFactory = Callable[..., Awaitable[FakeEncoder]]

@@ -13,7 +13,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,10 +117,8 @@ class Cluster:
                      what=f"serviceaccount default in {name}")
             yield name
         finally:
-            try:
+            with suppress(client.ApiException):
                 self.core().delete_namespace(name)
-            except client.ApiException:
-                pass
 
     def close(self) -> None:
         self.api_client.close()

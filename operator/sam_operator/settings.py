@@ -26,10 +26,12 @@ class OperatorSettings(BaseSettings):
         description="Default encoder image (must provide the sam-inference CLI); spec.image overrides it.",
     )
     image_pull_policy: PullPolicy = Field(
-        "IfNotPresent", description="Default pull policy of the encoder image; spec.imagePullPolicy overrides it."
+        "IfNotPresent",
+        description="Default pull policy of the encoder image; spec.imagePullPolicy overrides it.",
     )
     image_pull_secrets: list[str] = Field(
-        default_factory=list, description="Pull secrets added to every encoder pod (besides spec.imagePullSecrets)."
+        default_factory=list,
+        description="Pull secrets added to every encoder pod (besides spec.imagePullSecrets).",
     )
     direct_port_base: int = Field(
         32768, ge=1, le=65535, description="First port of the CVAT direct-mode range (status.cvat.httpPort)."
@@ -39,6 +41,8 @@ class OperatorSettings(BaseSettings):
         300.0, gt=0, description="Period of the level-based resync of every SamModel."
     )
     metrics_port: int = Field(9090, ge=1, le=65535, description="Port of the operator's Prometheus metrics.")
+    metrics_host: str = Field("0.0.0.0", description="Address the metrics server listens on.")
+    health_host: str = Field("0.0.0.0", description="Address the liveness endpoint listens on.")
     health_port: int = Field(8081, ge=1, le=65535, description="Port of the operator's liveness endpoint.")
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch; empty means the whole cluster."

@@ -27,9 +27,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"sam-inference serve: invalid SAM_INFERENCE_* settings:\n{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)
     return 0
 

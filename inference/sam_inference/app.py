@@ -117,9 +117,7 @@ async def _load(state: AppState) -> None:
     settings = state.settings
     started = time.perf_counter()
     try:
-        predictor, model_id, decoder = await asyncio.get_running_loop().run_in_executor(
-            None, _load_blocking, state
-        )
+        predictor, model_id, decoder = await asyncio.get_running_loop().run_in_executor(None, _load_blocking, state)
         service = EmbeddingService(
             predictor,
             model_id=model_id,

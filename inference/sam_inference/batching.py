@@ -167,9 +167,7 @@ class MicroBatcher(Generic[T, R]):
                     self._observer.on_queue_wait(now - item.enqueued)
             started = time.monotonic()
             try:
-                results = await loop.run_in_executor(
-                    self._executor, self._run_batch, [i.payload for i in batch]
-                )
+                results = await loop.run_in_executor(self._executor, self._run_batch, [i.payload for i in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"run_batch returned {len(results)} results for {len(batch)} inputs")
             except Exception as exc:
@@ -180,9 +178,7 @@ class MicroBatcher(Generic[T, R]):
             finally:
                 seconds = time.monotonic() - started
                 self.batches_run += 1
-                self._batch_seconds = (
-                    seconds if self.batches_run == 1 else 0.8 * self._batch_seconds + 0.2 * seconds
-                )
+                self._batch_seconds = seconds if self.batches_run == 1 else 0.8 * self._batch_seconds + 0.2 * seconds
                 if self._observer:
                     self._observer.on_batch(len(batch), seconds)
             for item, result in zip(batch, results, strict=True):

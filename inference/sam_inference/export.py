@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.onnx import SamOnnxModel
+from torch.nn import functional as F
 
 from .model import load_sam
 
@@ -44,7 +45,26 @@ CHECKPOINT_DIGEST_KEY = "sam_inference.checkpoint_sha256"
 DEFAULT_OPSET = 17
 
 
-class CvatSamOnnxModel(SamOnnxModel):
+class TraceableSamOnnxModel(SamOnnxModel):
+    """Upstream `SamOnnxModel` whose crop to the pre-padded size stays dynamic when traced.
+
+    Upstream slices with `int(prepadded_size[0])`; with current torch the TorchScript tracer freezes that
+    into a constant (the dummy input's 1500x2250 → 683x1024), which silently corrupts masks for every
+    other aspect ratio. `index_select` over a Range keeps it an input-dependent op. Eager results are
+    identical to upstream's.
+    """
+
+    def mask_postprocessing(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+        masks = F.interpolate(masks, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
+        prepadded_size = self.resize_longest_image_size(orig_im_size, self.img_size)
+        masks = masks.index_select(2, torch.arange(prepadded_size[0], dtype=torch.int64))
+        masks = masks.index_select(3, torch.arange(prepadded_size[1], dtype=torch.int64))
+        orig_im_size = orig_im_size.to(torch.int64)
+        h, w = orig_im_size[0], orig_im_size[1]
+        return F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)
+
+
+class CvatSamOnnxModel(TraceableSamOnnxModel):
     """`SamOnnxModel` with CVAT's output patch: thresholded uint8 mask cropped to its bounding box."""
 
     def __init__(self, model: Sam) -> None:
@@ -183,9 +203,7 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _write(
-    module: torch.nn.Module, output: Path, names: list[str], opset: int, quantize: bool, stamp: str
-) -> None:
+def _write(module: torch.nn.Module, output: Path, names: list[str], opset: int, quantize: bool, stamp: str) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     try:
@@ -218,7 +236,7 @@ def export_decoder(
     sam = load_sam(variant, checkpoint)
     _write(CvatSamOnnxModel(sam), output, CVAT_OUTPUTS, opset, quantize, stamp)
     if upstream_output is not None:
-        upstream = SamOnnxModel(sam, return_single_mask=True)
+        upstream = TraceableSamOnnxModel(sam, return_single_mask=True)
         _write(upstream, upstream_output, UPSTREAM_OUTPUTS, opset, quantize, stamp)
     log.info("Exported decoder %s", output)
     return {"skipped": False, "checkpoint_sha256": digest, "output": str(output)}

@@ -51,9 +51,7 @@ class Metrics:
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
             registry=r,
         )
-        self.queue_depth = Gauge(
-            f"{PREFIX}_queue_depth", "Images admitted and waiting for the encoder.", registry=r
-        )
+        self.queue_depth = Gauge(f"{PREFIX}_queue_depth", "Images admitted and waiting for the encoder.", registry=r)
         self.cache_hits = Counter(
             f"{PREFIX}_cache_hits_total",
             "Embedding lookups served from the cache or a computation in flight.",

@@ -41,9 +41,7 @@ async def _with_deadline(state: AppState, coro: Any) -> Any:
         async with asyncio.timeout(state.settings.request_timeout_s):
             return await coro
     except TimeoutError as exc:
-        raise DeadlineExceededError(
-            f"request did not finish within {state.settings.request_timeout_s:g}s"
-        ) from exc
+        raise DeadlineExceededError(f"request did not finish within {state.settings.request_timeout_s:g}s") from exc
 
 
 def _parse_cvat(body: bytes) -> tuple[CvatRequest, bytes]:
@@ -170,12 +168,8 @@ async def readyz(request: web.Request) -> web.Response:
     """GET /readyz — readiness: 200 only once the model is loaded and warmed up."""
     state = _state(request)
     if not state.ready:
-        return web.json_response(
-            {"status": "not ready", "error": state.load_error or "model is loading"}, status=503
-        )
-    return web.json_response(
-        {"status": "ready", "model": state.settings.model_variant, "mode": state.settings.mode}
-    )
+        return web.json_response({"status": "not ready", "error": state.load_error or "model is loading"}, status=503)
+    return web.json_response({"status": "ready", "model": state.settings.model_variant, "mode": state.settings.mode})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -109,9 +109,7 @@ class SamEncoderPredictor:
         model = self.model
         tensors = []
         for item in batch:
-            image = (
-                torch.as_tensor(item.data, device=self.device).permute(2, 0, 1).contiguous()[None, :, :, :]
-            )
+            image = torch.as_tensor(item.data, device=self.device).permute(2, 0, 1).contiguous()[None, :, :, :]
             tensors.append(model.preprocess(image))
         with self._autocast():
             features = model.image_encoder(torch.cat(tensors, dim=0))

@@ -32,9 +32,7 @@ class InferenceSettings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535, description="Listen port.")
     model_variant: ModelVariant = Field("vit_h", description="SAM backbone; vit_tiny is the test/demo model.")
     checkpoint_path: Path = Field(description="Checkpoint file (a state dict).")
-    decoder_path: Path | None = Field(
-        None, description="CVAT-format decoder ONNX served at /v1/decoder.onnx."
-    )
+    decoder_path: Path | None = Field(None, description="CVAT-format decoder ONNX served at /v1/decoder.onnx.")
     mode: ServiceMode = Field("embedding", description="What POST / returns: CVAT blob or CVAT mask shapes.")
     device: Device = Field("cuda", description="Torch device; cuda falls back to an error, never silently.")
     precision: Precision = Field("float32", description="Encoder compute precision (output is float32).")

@@ -1,0 +1,85 @@
+"""Test doubles and helpers for the encoder tests (imported by conftest and test modules)."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+from sam_inference.predictor import EMBEDDING_SHAPE, Embedding, MaskResult, PreparedImage
+from sam_inference.schemas import Prompts
+
+
+def image_bytes(width: int = 64, height: int = 48, seed: int = 0, fmt: str = "PNG") -> bytes:
+    """A random RGB image encoded as `fmt`."""
+    rng = np.random.default_rng(seed)
+    array = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def image_array(data: bytes) -> np.ndarray:
+    """Decode like CVAT's handler: PIL → RGB → array."""
+    return np.array(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+class FakePredictor:
+    """Numpy-only predictor: the embedding is filled with the image's mean pixel value.
+
+    `gate` (when set up with `hold()`) blocks `embed_batch` until `release()`, so tests can build up a
+    queue deterministically. Every batch size is recorded in `batches`.
+    """
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.embedded = 0
+        self.decoded = 0
+        self._gate = threading.Event()
+        self._gate.set()
+        self.entered = threading.Event()
+        self.fail_with: Exception | None = None
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def hold(self) -> None:
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def load(self) -> None:
+        pass
+
+    def warm_up(self) -> None:
+        pass
+
+    def preprocess(self, image: np.ndarray) -> PreparedImage:
+        return PreparedImage(data=float(image.mean()), height=image.shape[0], width=image.shape[1])
+
+    def embed_batch(self, batch: Sequence[PreparedImage]) -> list[np.ndarray]:
+        self.entered.set()
+        self._gate.wait(timeout=30)
+        self.batches.append(len(batch))
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.embedded += len(batch)
+        return [np.full(EMBEDDING_SHAPE, item.data, dtype=np.float32) for item in batch]
+
+    def decode_masks(self, embedding: Embedding, prompts: Prompts) -> MaskResult:
+        self.decoded += 1
+        mask = np.zeros((embedding.height, embedding.width), dtype=bool)
+        if prompts.points:
+            x, y = (int(v) for v in prompts.points[0])
+            mask[max(0, y - 2) : y + 3, max(0, x - 3) : x + 4] = True
+        return MaskResult(mask=mask, score=0.5)
+
+    def memory_stats(self) -> dict[tuple[str, str], int]:
+        return {}
+
+    def close(self) -> None:
+        pass

@@ -190,9 +190,7 @@ class AutoscalingSpec(_Model):
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingSpec:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                "spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas"
-            )
+            raise ValueError("spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas")
         if self.enabled and self.target_queue_depth is None and self.target_latency_milliseconds is None:
             raise ValueError(
                 "spec.autoscaling.enabled needs spec.autoscaling.targetQueueDepth or "

@@ -1,0 +1,39 @@
+"""Standard ``app.kubernetes.io/*`` labels of encoder children, and the immutable selector subset.
+
+The selector uses name + instance + component only, because a Deployment's selector can never change
+(``docs/architecture.md``). Pure.
+"""
+
+from __future__ import annotations
+
+from sam_operator.naming import instance_label_value
+
+__all__ = ["ENCODER_COMPONENT", "ENCODER_NAME", "labels", "selector_labels", "selector_string"]
+
+ENCODER_NAME = "sam-encoder"
+ENCODER_COMPONENT = "encoder"
+MANAGED_BY = "sam-operator"
+PART_OF = "sam-operator"
+
+
+def selector_labels(cr_name: str) -> dict[str, str]:
+    """The labels that select SamModel ``cr_name``'s encoder pods (never change them)."""
+    return {
+        "app.kubernetes.io/name": ENCODER_NAME,
+        "app.kubernetes.io/instance": instance_label_value(cr_name),
+        "app.kubernetes.io/component": ENCODER_COMPONENT,
+    }
+
+
+def labels(cr_name: str) -> dict[str, str]:
+    """Labels of every child object and of the encoder pods."""
+    return {
+        **selector_labels(cr_name),
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": PART_OF,
+    }
+
+
+def selector_string(cr_name: str) -> str:
+    """``selector_labels`` as a label-selector string (``status.selector``, the scale subresource's selector)."""
+    return ",".join(f"{key}={value}" for key, value in selector_labels(cr_name).items())

@@ -1,0 +1,38 @@
+"""The NetworkPolicy admitting only the gateway (and listed peers) to the encoders. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sam_operator.naming import child_name
+from sam_operator.render.deployment import HTTP_PORT, _deep_copy
+from sam_operator.render.labels import labels, selector_labels
+from sam_operator.resources import SamModel
+from sam_operator.settings import OperatorSettings
+
+__all__ = ["build_networkpolicy"]
+
+
+def build_networkpolicy(model: SamModel, settings: OperatorSettings) -> dict[str, Any] | None:
+    """Ingress to port 8080 from gateway pods in any namespace plus ``spec.networkPolicy.additionalFrom``."""
+    policy = model.spec.network_policy
+    if not policy.enabled:
+        return None
+    peers: list[dict[str, Any]] = [
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": dict(settings.gateway_pod_labels)}}
+    ]
+    peers += [_deep_copy(peer) for peer in policy.additional_from]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": child_name(model.name),
+            "namespace": model.namespace,
+            "labels": labels(model.name),
+        },
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(model.name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers, "ports": [{"port": HTTP_PORT, "protocol": "TCP"}]}],
+        },
+    }

@@ -14,7 +14,7 @@ from sam_operator.gateway.settings import GatewaySettings
 from sam_operator.gateway.state import CATALOG
 from sam_operator.gateway.watcher import ClusterWatcher
 
-_STANDARD_RECORD_KEYS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+_STANDARD_RECORD_KEYS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
 class _JsonFormatter(logging.Formatter):
@@ -46,6 +46,8 @@ def configure_logging(settings: GatewaySettings) -> None:
     else:
         handler.setFormatter(_PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+    # The watcher logs its own retries; urllib3's per-attempt warnings only repeat them.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def build_app(settings: GatewaySettings) -> web.Application:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
+
 from sam_operator.gateway.catalog import Catalog
 from sam_operator.gateway.direct import DirectListeners
 from sam_operator.gateway.metrics import GatewayMetrics
@@ -40,9 +41,7 @@ _DIRECT_RETRY_S = 10.0
 def create_app(settings: GatewaySettings, catalog: Catalog | None = None) -> web.Application:
     """The gateway app; pass ``catalog`` to share one with a watcher or a test."""
     if catalog is None:
-        catalog = Catalog(
-            pod_address_annotation=settings.pod_address_annotation, encoder_port=settings.encoder_port
-        )
+        catalog = Catalog(pod_address_annotation=settings.pod_address_annotation, encoder_port=settings.encoder_port)
     app = web.Application(middlewares=[token_auth], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[CATALOG] = catalog

@@ -248,9 +248,7 @@ def parse_selector(selector: object, model_name: str) -> dict[str, str]:
 def _condition_true(conditions: object, kind: str) -> bool:
     if not isinstance(conditions, list):
         return False
-    return any(
-        isinstance(c, Mapping) and c.get("type") == kind and c.get("status") == "True" for c in conditions
-    )
+    return any(isinstance(c, Mapping) and c.get("type") == kind and c.get("status") == "True" for c in conditions)
 
 
 def _key(body: Body) -> ObjectKey:

@@ -47,9 +47,7 @@ class DirectListeners:
             await self._close(port)
 
     async def _open(self, port: int) -> None:
-        runner = web.AppRunner(
-            self._app_factory(port), access_log=None, handle_signals=False, shutdown_timeout=10.0
-        )
+        runner = web.AppRunner(self._app_factory(port), access_log=None, handle_signals=False, shutdown_timeout=10.0)
         await runner.setup()
         try:
             await web.TCPSite(runner, self._host, port, reuse_address=True).start()

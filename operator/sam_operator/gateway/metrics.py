@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
 from sam_operator.gateway.catalog import Catalog
 
 # Seconds; SAM first clicks take from ~50 ms (GPU, cached) to tens of seconds (CPU vit_h).
@@ -29,9 +30,7 @@ class _CatalogCollector(Collector):
         listed = GaugeMetricFamily("sam_gateway_functions", "Functions listed to CVAT")
         listed.add_metric([], len(functions))
         yield listed
-        replicas = GaugeMetricFamily(
-            "sam_gateway_replicas", "Ready replicas per listed function", labels=["function"]
-        )
+        replicas = GaugeMetricFamily("sam_gateway_replicas", "Ready replicas per listed function", labels=["function"])
         for function in functions:
             replicas.add_metric([function.name], len(catalog.replicas(function)))
         yield replicas
@@ -64,8 +63,7 @@ class GatewayMetrics:
         )
         self.upstream_errors = Counter(
             "sam_gateway_upstream_errors",
-            "Failed upstream attempts and error responses, by reason "
-            "(connect|disconnect|timeout|http_4xx|http_5xx)",
+            "Failed upstream attempts and error responses, by reason (connect|disconnect|timeout|http_4xx|http_5xx)",
             ["function", "reason"],
             registry=self.registry,
         )

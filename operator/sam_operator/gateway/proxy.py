@@ -14,6 +14,7 @@ Called by :mod:`sam_operator.gateway.routes`; knows nothing about the catalog or
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDict
+
 from sam_operator.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -124,14 +126,12 @@ class Forwarder:
                 break
             outcome = "primary" if attempt == 0 else "retry"
             self._metrics.routing_decisions.labels(function, outcome).inc()
-            timeout = aiohttp.ClientTimeout(
-                total=remaining, sock_connect=min(self._connect_timeout_s, remaining)
-            )
+            timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=min(self._connect_timeout_s, remaining))
             url = f"http://{replica}/{path.lstrip('/')}"
             started = time.perf_counter()
             try:
                 async with self._session.request(
-                    method, url, data=body, headers=outgoing, timeout=timeout, allow_redirects=False
+                    method, url, data=io.BytesIO(body), headers=outgoing, timeout=timeout, allow_redirects=False
                 ) as resp:
                     data = await resp.read()
                     status = resp.status
@@ -144,8 +144,7 @@ class Forwarder:
                 log.warning("Timed out invoking replica", extra={"function": function, "replica": replica})
                 raise InvocationError(
                     504,
-                    f"Failed to invoke function: {function!r} did not answer within "
-                    f"{self._upstream_timeout_s:g} s",
+                    f"Failed to invoke function: {function!r} did not answer within {self._upstream_timeout_s:g} s",
                 ) from exc
             except aiohttp.ClientConnectorError as exc:
                 self._record_failure(function, replica, "connect", exc, failures)
@@ -164,8 +163,7 @@ class Forwarder:
             self._metrics.upstream_errors.labels(function, "timeout").inc()
             raise InvocationError(
                 504,
-                f"Failed to invoke function: {function!r} did not answer within "
-                f"{self._upstream_timeout_s:g} s",
+                f"Failed to invoke function: {function!r} did not answer within {self._upstream_timeout_s:g} s",
             )
         raise InvocationError(
             503, f"Failed to invoke function: every replica of {function!r} failed: " + "; ".join(failures)

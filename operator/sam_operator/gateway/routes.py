@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from sam_operator.gateway import nuclio
 from sam_operator.gateway.catalog import Function
 from sam_operator.gateway.proxy import InvocationError

@@ -18,53 +18,53 @@ class GatewaySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SAM_GATEWAY_", env_nested_delimiter="__", extra="ignore")
 
-    host: str = Field("0.0.0.0", description="Address the dashboard API listens on.")
-    port: int = Field(8070, description="Dashboard API port (CVAT_NUCLIO_PORT, Nuclio's default 8070).")
+    host: str = Field(default="0.0.0.0", description="Address the dashboard API listens on.")
+    port: int = Field(default=8070, description="Dashboard API port (CVAT_NUCLIO_PORT, Nuclio's default 8070).")
     direct_enabled: bool = Field(
-        True, description="Open one listener per function on its status.cvat.httpPort (CVAT direct mode)."
+        default=True, description="Open one listener per function on its status.cvat.httpPort (CVAT direct mode)."
     )
     direct_host: str | None = Field(
-        None, description="Address the direct-mode ports listen on (default: host)."
+        default=None, description="Address the direct-mode ports listen on (default: host)."
     )
     namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Namespaces to watch for SamModels and encoder pods; empty = all namespaces.",
     )
     kubeconfig: str | None = Field(
-        None, description="Kubeconfig file; default: in-cluster config, else $KUBECONFIG / ~/.kube/config."
+        default=None, description="Kubeconfig file; default: in-cluster config, else $KUBECONFIG / ~/.kube/config."
     )
     pod_address_annotation: str | None = Field(
-        None,
+        default=None,
         description=(
             "Pod annotation holding the replica address (host:port); honoured only when set "
             "(tests use samoperator.io/test-address). Otherwise the gateway dials <podIP>:<encoder_port>."
         ),
     )
-    encoder_port: int = Field(8080, description="Encoder container port dialled at the pod IP.")
+    encoder_port: int = Field(default=8080, description="Encoder container port dialled at the pod IP.")
     project_name: str = Field(
-        "cvat", description="Value of the nuclio.io/project-name label; x-nuclio-project-name filters on it."
+        default="cvat", description="Value of the nuclio.io/project-name label; x-nuclio-project-name filters on it."
     )
     strict_namespace: bool = Field(
-        False,
+        default=False,
         description=(
             "When true, x-nuclio-function-namespace must equal the SamModel's namespace. Off by default "
             "because CVAT sends its own configured namespace (often 'nuclio')."
         ),
     )
     token: str | None = Field(
-        None,
+        default=None,
         description="When set, /api/* requires 'Authorization: Bearer <token>' (health/metrics stay open).",
     )
     upstream_timeout_s: float = Field(
-        100.0, gt=0, lt=120, description="Deadline for one invocation, retries included (< CVAT's 120 s)."
+        default=100.0, gt=0, lt=120, description="Deadline for one invocation, retries included (< CVAT's 120 s)."
     )
-    connect_timeout_s: float = Field(3.0, gt=0, description="TCP connect timeout per replica attempt.")
-    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0, description="Largest accepted invocation body.")
+    connect_timeout_s: float = Field(default=3.0, gt=0, description="TCP connect timeout per replica attempt.")
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Largest accepted invocation body.")
     watch_timeout_s: int = Field(
-        300, gt=0, description="Server-side timeout of one watch request before it is renewed."
+        default=300, gt=0, description="Server-side timeout of one watch request before it is renewed."
     )
-    log_level: str = Field("INFO", description="Python logging level.")
-    log_json: bool = Field(False, description="Emit JSON log lines (in-cluster).")
+    log_level: str = Field(default="INFO", description="Python logging level.")
+    log_json: bool = Field(default=False, description="Emit JSON log lines (in-cluster).")
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+
 from sam_operator.gateway.catalog import Catalog
 from sam_operator.gateway.direct import DirectListeners
 from sam_operator.gateway.metrics import GatewayMetrics

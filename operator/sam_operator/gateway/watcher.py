@@ -159,11 +159,13 @@ class ClusterWatcher:
         catalog: Catalog,
         on_change: Callable[[], None],
         api_client_factory: Callable[[], Any] | None = None,
+        functions_factory: Callable[[Any, str, str | None], tuple[ListFn, WatchFn]] | None = None,
     ) -> None:
         self._settings = settings
         self._catalog = catalog
         self._on_change = on_change
         self._api_client_factory = api_client_factory or (lambda: build_api_client(settings))
+        self._functions_factory = functions_factory or kube_functions
         self._scopes: list[str | None] = list(settings.namespaces) or [None]
         self._pending = {SAMMODELS: set(self._scopes), PODS: set(self._scopes)}
         self._watches: list[ResourceWatch] = []
@@ -178,13 +180,11 @@ class ClusterWatcher:
         for namespace in self._scopes:
             for resource in (SAMMODELS, PODS):
                 api = self._api_client_factory()
-                list_fn, watch_fn = kube_functions(api, resource, namespace)
+                list_fn, watch_fn = self._functions_factory(api, resource, namespace)
                 watch = ResourceWatch(
                     resource, namespace, list_fn, watch_fn, emit, watch_timeout_s=self._settings.watch_timeout_s
                 )
-                thread = threading.Thread(
-                    target=watch.run, name=f"watch-{resource}-{namespace or 'all'}", daemon=True
-                )
+                thread = threading.Thread(target=watch.run, name=f"watch-{resource}-{namespace or 'all'}", daemon=True)
                 self._watches.append(watch)
                 self._threads.append(thread)
                 thread.start()

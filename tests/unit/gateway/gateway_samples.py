@@ -43,8 +43,7 @@ def sammodel(
     """A SamModel body with the status the operator writes (docs/architecture.md)."""
     if selector == "default":
         selector = (
-            f"app.kubernetes.io/name=sam-encoder,app.kubernetes.io/instance={name},"
-            "app.kubernetes.io/component=encoder"
+            f"app.kubernetes.io/name=sam-encoder,app.kubernetes.io/instance={name},app.kubernetes.io/component=encoder"
         )
     status: dict[str, Any] = {
         "observedGeneration": 1,

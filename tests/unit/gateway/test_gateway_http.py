@@ -6,6 +6,7 @@ Upstreams are small fake encoder servers (the HTTP layer is under test, not the 
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -204,9 +205,7 @@ async def test_nuclio_headers_are_stripped_both_ways(
     assert "x-request-id" in sent
 
 
-async def test_x_nuclio_path_is_forwarded(
-    aiohttp_client: ClientFactory, encoder_factory: EncoderFactory
-) -> None:
+async def test_x_nuclio_path_is_forwarded(aiohttp_client: ClientFactory, encoder_factory: EncoderFactory) -> None:
     encoder = await encoder_factory("enc-a")
     client = await _gateway(aiohttp_client, _catalog([encoder.address]))
     headers = {**_invoke_headers(), "x-nuclio-path": "v1/segment"}
@@ -255,9 +254,7 @@ async def test_connection_refused_retries_the_next_replica(
     client = await _gateway(aiohttp_client, _catalog(replicas))
     image = _image_routed_to(dead, replicas)
 
-    resp = await client.post(
-        "/api/function_invocations", data=invocation_body(image), headers=_invoke_headers()
-    )
+    resp = await client.post("/api/function_invocations", data=invocation_body(image), headers=_invoke_headers())
     assert resp.status == 200
     assert resp.headers["X-Encoder-Replica"] == "live"
     labels = {"function": SAM_FUNCTION}
@@ -275,9 +272,7 @@ async def test_replica_dying_mid_request_is_retried_on_another(
     client = await _gateway(aiohttp_client, _catalog(replicas))
     image = _image_routed_to(dying.address, replicas)
 
-    resp = await client.post(
-        "/api/function_invocations", data=invocation_body(image), headers=_invoke_headers()
-    )
+    resp = await client.post("/api/function_invocations", data=invocation_body(image), headers=_invoke_headers())
     assert resp.status == 200
     assert resp.headers["X-Encoder-Replica"] == "live"
     assert len(dying.received) == 1
@@ -288,9 +283,7 @@ async def test_replica_dying_mid_request_is_retried_on_another(
 async def test_all_replicas_dead_is_a_fast_503(aiohttp_client: ClientFactory) -> None:
     client = await _gateway(aiohttp_client, _catalog([_dead_address(), _dead_address()]))
     started = time.monotonic()
-    resp = await client.post(
-        "/api/function_invocations", data=invocation_body(b"x"), headers=_invoke_headers()
-    )
+    resp = await client.post("/api/function_invocations", data=invocation_body(b"x"), headers=_invoke_headers())
     assert resp.status == 503
     assert time.monotonic() - started < 3
     error = (await resp.json())["error"]
@@ -307,9 +300,7 @@ async def test_all_replicas_dead_is_a_fast_503(aiohttp_client: ClientFactory) ->
 
 async def test_no_ready_replica_is_a_503_and_counted(aiohttp_client: ClientFactory) -> None:
     client = await _gateway(aiohttp_client, _catalog([]))
-    resp = await client.post(
-        "/api/function_invocations", data=invocation_body(b"x"), headers=_invoke_headers()
-    )
+    resp = await client.post("/api/function_invocations", data=invocation_body(b"x"), headers=_invoke_headers())
     assert resp.status == 503
     assert "no ready replica" in (await resp.json())["error"]
     labels = {"function": SAM_FUNCTION, "outcome": "no_replica"}
@@ -322,9 +313,7 @@ async def test_slow_upstream_is_a_504_within_the_configured_timeout(
     slow = await encoder_factory("slow", behaviour="slow")
     client = await _gateway(aiohttp_client, _catalog([slow.address]), upstream_timeout_s=0.5)
     started = time.monotonic()
-    resp = await client.post(
-        "/api/function_invocations", data=invocation_body(b"x"), headers=_invoke_headers()
-    )
+    resp = await client.post("/api/function_invocations", data=invocation_body(b"x"), headers=_invoke_headers())
     elapsed = time.monotonic() - started
     assert resp.status == 504
     assert 0.4 < elapsed < 3
@@ -341,9 +330,7 @@ async def test_upstream_error_status_and_body_pass_through_unchanged(
     other = await encoder_factory("other")
     client = await _gateway(aiohttp_client, _catalog([encoder.address, other.address]))
     image = _image_routed_to(encoder.address, [encoder.address, other.address])
-    resp = await client.post(
-        "/api/function_invocations", data=invocation_body(image), headers=_invoke_headers()
-    )
+    resp = await client.post("/api/function_invocations", data=invocation_body(image), headers=_invoke_headers())
     assert resp.status == code
     assert await resp.json() == {"error": f"enc says {code}"}
     assert other.received == []  # an HTTP answer is not a connection failure: no retry
@@ -464,9 +451,7 @@ async def test_readyz_waits_for_the_initial_list(aiohttp_client: ClientFactory) 
     assert (await client.get("/readyz")).status == 200
 
 
-async def test_metrics_use_the_contract_names(
-    aiohttp_client: ClientFactory, encoder_factory: EncoderFactory
-) -> None:
+async def test_metrics_use_the_contract_names(aiohttp_client: ClientFactory, encoder_factory: EncoderFactory) -> None:
     encoders = [await encoder_factory("a"), await encoder_factory("b")]
     client = await _gateway(aiohttp_client, _catalog([e.address for e in encoders]))
     await client.post("/api/function_invocations", data=invocation_body(b"m"), headers=_invoke_headers())
@@ -483,9 +468,7 @@ async def test_metrics_use_the_contract_names(
         "sam_gateway_replicas",
     } <= names
     fn = {"function": SAM_FUNCTION}
-    assert (
-        await _metric(client, "sam_gateway_requests_total", {**fn, "mode": "dashboard", "code": "200"}) == 1
-    )
+    assert await _metric(client, "sam_gateway_requests_total", {**fn, "mode": "dashboard", "code": "200"}) == 1
     assert await _metric(client, "sam_gateway_request_duration_seconds_count", fn) == 1
     assert await _metric(client, "sam_gateway_upstream_duration_seconds_count", fn) == 1
     assert await _metric(client, "sam_gateway_functions", {}) == 1
@@ -499,6 +482,8 @@ async def test_large_body_is_accepted_and_forwarded_intact(
     client = await _gateway(aiohttp_client, _catalog([encoder.address]))
     # CVAT needs at least 32 MB bodies (cvat-protocol §8 A.5): 24 MiB of image is 32 MiB of base64.
     body = invocation_body(bytes(range(256)) * (24 * 1024 * 4))
-    resp = await client.post("/api/function_invocations", data=body, headers=_invoke_headers())
+    resp = await client.post("/api/function_invocations", data=io.BytesIO(body), headers=_invoke_headers())
     assert resp.status == 200
-    assert encoder.received[0]["body"] == body
+    [received] = encoder.received
+    assert received["body"] == body
+    assert received["headers"]["Content-Length"] == str(len(body))

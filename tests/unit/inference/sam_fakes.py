@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import struct
 import threading
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +22,25 @@ def image_bytes(width: int = 64, height: int = 48, seed: int = 0, fmt: str = "PN
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def cvat_body(image: bytes, **extra: object) -> dict[str, object]:
+    """The JSON CVAT sends to its SAM function (cvat-protocol §4.3)."""
+    return {"image": b64(image), "pos_points": [], "neg_points": [], "obj_bbox": [], **extra}
+
+
+def png_with_claimed_size(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims `width` x `height` (a decompression-bomb stand-in)."""
+    data = bytearray(image_bytes(8, 8))
+    ihdr = 8 + 8  # signature, then length + type of the IHDR chunk
+    data[ihdr : ihdr + 8] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[12 : ihdr + 13]))
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
+    return bytes(data)
 
 
 def image_array(data: bytes) -> np.ndarray:
@@ -41,6 +63,8 @@ class FakePredictor:
         self._gate.set()
         self.entered = threading.Event()
         self.fail_with: Exception | None = None
+        self.warm_gate = threading.Event()
+        self.warm_gate.set()
 
     @property
     def ready(self) -> bool:
@@ -56,7 +80,7 @@ class FakePredictor:
         pass
 
     def warm_up(self) -> None:
-        pass
+        assert self.warm_gate.wait(timeout=30)
 
     def preprocess(self, image: np.ndarray) -> PreparedImage:
         return PreparedImage(data=float(image.mean()), height=image.shape[0], width=image.shape[1])
@@ -83,3 +107,14 @@ class FakePredictor:
 
     def close(self) -> None:
         pass
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of sample `name{labels}` in a Prometheus exposition, or None."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None

@@ -134,7 +134,7 @@ async def test_decoder_is_served_with_etag_and_revalidation(
     client = await make_client(tiny_predictor, decoder_path=tiny_decoder)
     response = await client.get("/v1/decoder.onnx")
     assert response.status == 200
-    assert await response.read() == tiny_decoder.read_bytes()
+    assert await response.read() == tiny_decoder.read_bytes()  # noqa: ASYNC240
     etag = response.headers["ETag"]
     assert "max-age" in response.headers["Cache-Control"]
     again = await client.get("/v1/decoder.onnx", headers={"If-None-Match": etag})

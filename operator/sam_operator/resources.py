@@ -106,8 +106,8 @@ class PvcSource(_Model):
 class Checkpoint(_Model):
     """``spec.model.checkpoint``: exactly one of url (with sha256) or pvc."""
 
-    url: str | None = Field(None, pattern=r"^https?://[^\s]+$", max_length=2048)
-    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$", max_length=2048)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     pvc: PvcSource | None = None
 
     @model_validator(mode="after")
@@ -132,13 +132,13 @@ class RuntimeSpec(_Model):
 
     device: Literal["cuda", "cpu"] = "cuda"
     precision: Literal["float32", "bfloat16", "float16"] = "float32"
-    max_batch_size: int = Field(4, ge=1, le=64)
-    batch_wait_milliseconds: int = Field(5, ge=0, le=1000)
-    max_queue: int = Field(32, ge=1, le=100000)
-    max_concurrency: int | None = Field(None, ge=1, le=10000)
-    max_body_bytes: int = Field(64 * 2**20, ge=2**20, le=2**30)
-    max_pixels: int = Field(50_000_000, ge=1, le=1_000_000_000)
-    request_timeout_seconds: int = Field(60, ge=1, le=3600)
+    max_batch_size: int = Field(default=4, ge=1, le=64)
+    batch_wait_milliseconds: int = Field(default=5, ge=0, le=1000)
+    max_queue: int = Field(default=32, ge=1, le=100000)
+    max_concurrency: int | None = Field(default=None, ge=1, le=10000)
+    max_body_bytes: int = Field(default=64 * 2**20, ge=2**20, le=2**30)
+    max_pixels: int = Field(default=50_000_000, ge=1, le=1_000_000_000)
+    request_timeout_seconds: int = Field(default=60, ge=1, le=3600)
 
 
 class SharedVolumeSpec(_Model):
@@ -154,7 +154,7 @@ class CacheSpec(_Model):
     """``spec.cache``."""
 
     max_bytes: int | str = "1Gi"
-    max_entries: int = Field(0, ge=0, le=1_000_000)
+    max_entries: int = Field(default=0, ge=0, le=1_000_000)
     shared_volume: SharedVolumeSpec = Field(default_factory=SharedVolumeSpec)
 
     @property
@@ -182,10 +182,10 @@ class AutoscalingSpec(_Model):
     """``spec.autoscaling``."""
 
     enabled: bool = False
-    min_replicas: int = Field(1, ge=1, le=1000)
-    max_replicas: int = Field(2, ge=1, le=1000)
-    target_queue_depth: int | None = Field(None, ge=1, le=100000)
-    target_latency_milliseconds: int | None = Field(None, ge=1, le=600000)
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    max_replicas: int = Field(default=2, ge=1, le=1000)
+    target_queue_depth: int | None = Field(default=None, ge=1, le=100000)
+    target_latency_milliseconds: int | None = Field(default=None, ge=1, le=600000)
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingSpec:
@@ -209,7 +209,7 @@ class ComputeResources(_Model):
 class ResourcesSpec(_Model):
     """``spec.resources``."""
 
-    gpus: int = Field(1, ge=0, le=16)
+    gpus: int = Field(default=1, ge=0, le=16)
     gpu_resource_name: str = "nvidia.com/gpu"
     requests: ComputeResources = Field(default_factory=ComputeResources)
     limits: ComputeResources = Field(default_factory=ComputeResources)
@@ -241,8 +241,8 @@ class CvatSpec(_Model):
     """``spec.cvat``."""
 
     enabled: bool = True
-    function_name: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
-    display_name: str | None = Field(None, min_length=1, max_length=128)
+    function_name: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    display_name: str | None = Field(default=None, min_length=1, max_length=128)
     mode: Literal["embedding", "masks"] = "embedding"
 
 
@@ -250,7 +250,7 @@ class MonitoringSpec(_Model):
     """``spec.monitoring``."""
 
     service_monitor: bool = True
-    interval: str = Field("30s", pattern=r"^[0-9]+(ms|s|m|h)$")
+    interval: str = Field(default="30s", pattern=r"^[0-9]+(ms|s|m|h)$")
 
 
 class NetworkPolicySpec(_Model):
@@ -266,7 +266,7 @@ class SamModelSpec(_Model):
     model: ModelSpec
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
-    replicas: int = Field(1, ge=0, le=1000)
+    replicas: int = Field(default=1, ge=0, le=1000)
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     node_selector: dict[str, str] = Field(default_factory=dict)

@@ -22,11 +22,11 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SAM_OPERATOR_", env_nested_delimiter="__", extra="ignore")
 
     encoder_image: str = Field(
-        "ghcr.io/sam-operator/sam-inference:0.1.0",
+        default="ghcr.io/sam-operator/sam-inference:0.1.0",
         description="Default encoder image (must provide the sam-inference CLI); spec.image overrides it.",
     )
     image_pull_policy: PullPolicy = Field(
-        "IfNotPresent",
+        default="IfNotPresent",
         description="Default pull policy of the encoder image; spec.imagePullPolicy overrides it.",
     )
     image_pull_secrets: list[str] = Field(
@@ -34,22 +34,22 @@ class OperatorSettings(BaseSettings):
         description="Pull secrets added to every encoder pod (besides spec.imagePullSecrets).",
     )
     direct_port_base: int = Field(
-        32768, ge=1, le=65535, description="First port of the CVAT direct-mode range (status.cvat.httpPort)."
+        default=32768, ge=1, le=65535, description="First port of the CVAT direct-mode range (status.cvat.httpPort)."
     )
-    direct_port_range_size: int = Field(1000, ge=1, le=65535, description="How many ports the range holds.")
+    direct_port_range_size: int = Field(default=1000, ge=1, le=65535, description="How many ports the range holds.")
     resync_interval_seconds: float = Field(
-        300.0, gt=0, description="Period of the level-based resync of every SamModel."
+        default=300.0, gt=0, description="Period of the level-based resync of every SamModel."
     )
-    metrics_port: int = Field(9090, ge=1, le=65535, description="Port of the operator's Prometheus metrics.")
-    metrics_host: str = Field("0.0.0.0", description="Address the metrics server listens on.")
-    health_host: str = Field("0.0.0.0", description="Address the liveness endpoint listens on.")
-    health_port: int = Field(8081, ge=1, le=65535, description="Port of the operator's liveness endpoint.")
+    metrics_port: int = Field(default=9090, ge=1, le=65535, description="Port of the operator's Prometheus metrics.")
+    metrics_host: str = Field(default="0.0.0.0", description="Address the metrics server listens on.")
+    health_host: str = Field(default="0.0.0.0", description="Address the liveness endpoint listens on.")
+    health_port: int = Field(default=8081, ge=1, le=65535, description="Port of the operator's liveness endpoint.")
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch; empty means the whole cluster."
     )
-    field_manager: str = Field("sam-operator", description="Server-side apply field manager.")
+    field_manager: str = Field(default="sam-operator", description="Server-side apply field manager.")
     startup_timeout_seconds: int = Field(
-        900,
+        default=900,
         ge=30,
         description="How long an encoder may take to load its model before the startup probe gives up.",
     )
@@ -64,5 +64,5 @@ class OperatorSettings(BaseSettings):
         },
         description="Labels of the gateway pods, admitted by the encoder NetworkPolicy (any namespace).",
     )
-    log_format: Literal["plain", "json"] = Field("plain", description="Log line format.")
-    log_level: str = Field("INFO", description="Root log level.")
+    log_format: Literal["plain", "json"] = Field(default="plain", description="Log line format.")
+    log_level: str = Field(default="INFO", description="Root log level.")

@@ -73,11 +73,11 @@ def _pod_condition(pod: Mapping[str, Any], type_: str) -> Mapping[str, Any] | No
 def _terminated_failed(status: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The failed termination of a container (current or last), if any."""
     state = status.get("state") or {}
-    terminated = state.get("terminated")
+    terminated: Mapping[str, Any] | None = state.get("terminated")
     if terminated and terminated.get("exitCode", 0) != 0:
         return terminated
     waiting = state.get("waiting")
-    last = (status.get("lastState") or {}).get("terminated")
+    last: Mapping[str, Any] | None = (status.get("lastState") or {}).get("terminated")
     if waiting and last and last.get("exitCode", 0) != 0:
         return last
     return None
@@ -124,33 +124,34 @@ def diagnose_pod(pod: Mapping[str, Any], events: Sequence[Mapping[str, Any]], gp
     containers = _statuses(pod, "containerStatuses")
 
     def done(container: str) -> bool:
-        terminated = ((inits.get(container) or {}).get("state") or {}).get("terminated")
+        terminated = ((inits.get(container) or {}).get("state") or {}).get("terminated") or {}
         return bool(terminated) and terminated.get("exitCode", 1) == 0
 
     cached = (done(_FETCH) and done(_EXPORT)) or bool(containers.get(_ENCODER, {}).get("started")) or ready
-    diagnosis = {"pod": name, "ready": ready, "cached": cached}
+
+    def diagnosis(reason: str | None, progress: str | None, message: str) -> PodDiagnosis:
+        return PodDiagnosis(name, ready, cached, reason, progress, message)
+
     scheduled = _pod_condition(pod, "PodScheduled")
     unscheduled = phase == "Pending" and not (pod.get("spec") or {}).get("nodeName")
     if unscheduled and (scheduled is None or scheduled.get("status") != "True"):
         message = _scheduling_message(pod, events)
         if message:
             reason = c.REASON_INSUFFICIENT_GPU if gpu_resource in message else c.REASON_UNSCHEDULABLE
-            return PodDiagnosis(**diagnosis, reason=reason, progress=None, message=f"{name}: {message}")
-        return PodDiagnosis(**diagnosis, reason=None, progress=c.REASON_PODS_PENDING, message=f"{name}: pending")
+            return diagnosis(reason=reason, progress=None, message=f"{name}: {message}")
+        return diagnosis(reason=None, progress=c.REASON_PODS_PENDING, message=f"{name}: pending")
     for container_name, container_status in [*inits.items(), *containers.items()]:
         waiting = _waiting_reason(container_status)
         if waiting in _IMAGE_PULL_REASONS:
             text = ((container_status.get("state") or {}).get("waiting") or {}).get("message") or waiting
-            return PodDiagnosis(
-                **diagnosis,
+            return diagnosis(
                 reason=c.REASON_IMAGE_PULL_FAILED,
                 progress=None,
                 message=f"{name}/{container_name}: {text}",
             )
         if waiting in _CONFIG_REASONS:
             text = ((container_status.get("state") or {}).get("waiting") or {}).get("message") or waiting
-            return PodDiagnosis(
-                **diagnosis,
+            return diagnosis(
                 reason=c.REASON_CONTAINER_CONFIG_ERROR,
                 progress=None,
                 message=f"{name}/{container_name}: {text}",
@@ -161,8 +162,7 @@ def diagnose_pod(pod: Mapping[str, Any], events: Sequence[Mapping[str, Any]], gp
     ):
         failed = _terminated_failed(inits.get(container_name) or {})
         if failed is not None:
-            return PodDiagnosis(
-                **diagnosis,
+            return diagnosis(
                 reason=reason,
                 progress=None,
                 message=f"{name}/{container_name}: {_termination_text(failed)}",
@@ -171,21 +171,20 @@ def diagnose_pod(pod: Mapping[str, Any], events: Sequence[Mapping[str, Any]], gp
     if _waiting_reason(encoder) == "CrashLoopBackOff" or (phase == "Failed"):
         failed = _terminated_failed(encoder)
         detail = _termination_text(failed) if failed else "back-off restarting failed container"
-        return PodDiagnosis(
-            **diagnosis,
+        return diagnosis(
             reason=c.REASON_CRASH_LOOP_BACK_OFF,
             progress=None,
             message=f"{name}/encoder: {detail}",
         )
     if ready:
-        return PodDiagnosis(**diagnosis, reason=None, progress=None, message=f"{name}: ready")
+        return diagnosis(reason=None, progress=None, message=f"{name}: ready")
     if not done(_FETCH) and inits:
         progress = c.REASON_CHECKPOINT_FETCHING
     elif not done(_EXPORT) and inits:
         progress = c.REASON_DECODER_EXPORTING
     else:
         progress = c.REASON_MODEL_LOADING
-    return PodDiagnosis(**diagnosis, reason=None, progress=progress, message=f"{name}: {progress}")
+    return diagnosis(reason=None, progress=progress, message=f"{name}: {progress}")
 
 
 def _first_failure(diagnoses: Sequence[PodDiagnosis]) -> tuple[str, str] | None:
@@ -286,9 +285,12 @@ def derive_status(
     pods = _live_pods(observed.pods)
     diagnoses = [diagnose_pod(p, observed.events, model.spec.resources.gpu_resource_name) for p in pods]
     ready_pods = sum(1 for d in diagnoses if d.ready)
-    ready = numbers["ready"] if observed.deployment is not None else 0
-    if observed.deployment is not None and not (observed.deployment.get("status") or {}).get("readyReplicas"):
-        ready = min(ready_pods, desired) if numbers["observed"] == 0 else 0
+    if observed.deployment is None:
+        ready = 0
+    elif (observed.deployment.get("status") or {}).get("observedGeneration") is not None:
+        ready = numbers["ready"]
+    else:  # the Deployment controller has not reported yet: count the ready pods ourselves
+        ready = min(ready_pods, desired)
     failure = _first_failure(diagnoses)
     stalled = _deployment_stalled(observed.deployment)
     if failure is None and stalled is not None:

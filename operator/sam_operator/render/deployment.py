@@ -161,11 +161,11 @@ def _init_containers(model: SamModel, image: str, pull_policy: str) -> list[dict
     if source.sha256:
         fetch_args += ["--sha256", source.sha256]
     fetch_args += ["--output", checkpoint_path(model)]
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "model-cache", "mountPath": MODEL_CACHE_MOUNT},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    fetch_mounts = list(mounts)
+    fetch_mounts: list[dict[str, Any]] = [dict(m) for m in mounts]
     if source.pvc is not None:
         fetch_mounts.append({"name": "checkpoint-source", "mountPath": CHECKPOINT_MOUNT, "readOnly": True})
     fetch = {

@@ -104,7 +104,7 @@ class PvcSource(_Model):
 
 
 class Checkpoint(_Model):
-    """``spec.model.checkpoint``: exactly one of url (with sha256) or pvc."""
+    """``spec.model.checkpoint``: exactly one of url or pvc, and the sha256 the fetch step verifies."""
 
     url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$", max_length=2048)
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
@@ -114,8 +114,8 @@ class Checkpoint(_Model):
     def _one_source(self) -> Checkpoint:
         if (self.url is None) == (self.pvc is None):
             raise ValueError("spec.model.checkpoint must set exactly one of url or pvc")
-        if self.url is not None and self.sha256 is None:
-            raise ValueError("spec.model.checkpoint.sha256 is required when spec.model.checkpoint.url is set")
+        if self.sha256 is None:
+            raise ValueError("spec.model.checkpoint.sha256 is required (the fetch step verifies every source)")
         return self
 
 

@@ -101,10 +101,13 @@ def test_init_containers_fetch_then_export_with_the_architecture_commands() -> N
 
 
 def test_pvc_checkpoint_is_mounted_read_only_and_fetched_from_its_path() -> None:
-    b = body(model={"variant": "vit_l", "checkpoint": {"pvc": {"claimName": "weights", "path": "sam/l.pth"}}})
+    source = {"pvc": {"claimName": "weights", "path": "sam/l.pth"}, "sha256": "1" * 64}
+    b = body(model={"variant": "vit_l", "checkpoint": source})
     pod = children(b)["Deployment"]["spec"]["template"]["spec"]
     fetch = pod["initContainers"][0]
-    assert fetch["args"] == ["fetch", "--source", "/checkpoint/sam/l.pth", "--output", "/models/l.pth"]
+    assert fetch["args"] == [
+        "fetch", "--source", "/checkpoint/sam/l.pth", "--sha256", "1" * 64, "--output", "/models/l.pth",
+    ]  # fmt: skip
     assert {"name": "checkpoint-source", "mountPath": "/checkpoint", "readOnly": True} in fetch["volumeMounts"]
     assert {
         "name": "checkpoint-source",

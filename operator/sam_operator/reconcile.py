@@ -17,7 +17,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from sam_operator import conditions, cvat, metrics, naming, resources
+from sam_operator import conditions, metrics, naming, resources
 from sam_operator.drift import needs_apply
 from sam_operator.kube import Kube
 from sam_operator.render import build_children, owner_reference
@@ -55,7 +55,6 @@ class Reconciler:
         self.reconcile_count = 0
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._port_guard = threading.Lock()
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._locks_guard:
@@ -97,7 +96,8 @@ class Reconciler:
             return None  # gone or going: owner references clean up the children
         parsed = resources.parse_sammodel(body)
         if isinstance(parsed, resources.InvalidSpec):
-            status = derive_status(body, parsed, Observed(), now=datetime.now(UTC))
+            log.warning("Invalid spec: %s", parsed.message, extra={"object": f"{namespace}/{name}"})
+            status = derive_status(body, Observed(), datetime.now(UTC), self.settings)
             return ReconcileResult([], [], self._write_status(body, status))
 
         has_service_monitor_api = self.kube.has_api(*SERVICE_MONITOR)
@@ -112,9 +112,8 @@ class Reconciler:
                 self.kube.apply(child)
                 applied.append(f"{child['kind']}/{child['metadata']['name']}")
         deleted = self._prune(body, desired, has_service_monitor_api)
-        observed = self._observe(parsed)
-        status = derive_status(body, parsed, observed, now=datetime.now(UTC))
-        self._assign_http_port(body, status)
+        observed = self._observe(body, parsed)
+        status = derive_status(body, observed, datetime.now(UTC), self.settings)
         return ReconcileResult(applied, deleted, self._write_status(body, status))
 
     # ---- helpers -------------------------------------------------------------------------------------------
@@ -136,7 +135,7 @@ class Reconciler:
                     deleted.append(f"{kind}/{child_name}")
         return deleted
 
-    def _observe(self, model: resources.SamModel) -> Observed:
+    def _observe(self, body: dict[str, Any], model: resources.SamModel) -> Observed:
         name, namespace = model.name, model.namespace
         deployment = self.kube.get("apps/v1", "Deployment", namespace, naming.child_name(name))
         selector = f"app.kubernetes.io/instance={naming.instance_label_value(name)},app.kubernetes.io/component=encoder"
@@ -144,7 +143,7 @@ class Reconciler:
         pvc = None
         if model.spec.cache.shared_volume.enabled:
             pvc = self.kube.get("v1", "PersistentVolumeClaim", namespace, naming.pvc_name(name))
-        return Observed(deployment=deployment, pods=pods, pvc=pvc)
+        return Observed(deployment=deployment, pods=pods, pvc=pvc, taken_http_ports=self._taken_ports(body))
 
     def _list_sammodels(self, namespaces: Iterable[str] = ()) -> list[dict[str, Any]]:
         names = list(namespaces)
@@ -152,26 +151,15 @@ class Reconciler:
             return self.kube.list(resources.API_VERSION, resources.KIND, namespace="")
         return [b for ns in names for b in self.kube.list(resources.API_VERSION, resources.KIND, namespace=ns)]
 
-    def _assign_http_port(self, body: dict[str, Any], status: dict[str, Any]) -> None:
-        """Keep the CVAT direct-mode port once allocated; allocate one (cluster-wide unique) otherwise."""
-        cvat_status = status.get("cvat")
-        if not cvat_status:
-            return
-        current = ((body.get("status") or {}).get("cvat") or {}).get("httpPort")
-        if current:
-            cvat_status["httpPort"] = current
-            return
-        with self._port_guard:
-            taken = {
-                p for b in self._list_sammodels(self.settings.namespaces)
-                if b["metadata"]["uid"] != body["metadata"]["uid"]
-                and (p := ((b.get("status") or {}).get("cvat") or {}).get("httpPort"))
-            }
-            key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
-            port = cvat.allocate_http_port(key, taken, self.settings.direct_port_base,
-                                           self.settings.direct_port_range_size)
-        if port is not None:
-            cvat_status["httpPort"] = port
+    def _taken_ports(self, body: dict[str, Any]) -> frozenset[int]:
+        """Direct-mode ports of other SamModels; listed only while this one has none yet (it is kept after)."""
+        if not body["metadata"].get("uid") or ((body.get("status") or {}).get("cvat") or {}).get("httpPort"):
+            return frozenset()
+        return frozenset(
+            p for b in self._list_sammodels(self.settings.namespaces)
+            if b["metadata"]["uid"] != body["metadata"]["uid"]
+            and isinstance(p := ((b.get("status") or {}).get("cvat") or {}).get("httpPort"), int)
+        )
 
     def _write_status(self, body: dict[str, Any], status: dict[str, Any]) -> bool:
         if (body.get("status") or {}) == status:

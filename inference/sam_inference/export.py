@@ -45,7 +45,7 @@ CHECKPOINT_DIGEST_KEY = "sam_inference.checkpoint_sha256"
 DEFAULT_OPSET = 17
 
 
-class TraceableSamOnnxModel(SamOnnxModel):
+class TraceableSamOnnxModel(SamOnnxModel):  # type: ignore[misc]
     """Upstream `SamOnnxModel` whose crop to the pre-padded size stays dynamic when traced.
 
     Upstream slices with `int(prepadded_size[0])`; with current torch the TorchScript tracer freezes that
@@ -61,7 +61,7 @@ class TraceableSamOnnxModel(SamOnnxModel):
         masks = masks.index_select(3, torch.arange(prepadded_size[1], dtype=torch.int64))
         orig_im_size = orig_im_size.to(torch.int64)
         h, w = orig_im_size[0], orig_im_size[1]
-        return F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)
+        return F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)  # type: ignore[arg-type]
 
 
 class CvatSamOnnxModel(TraceableSamOnnxModel):
@@ -87,8 +87,8 @@ class CvatSamOnnxModel(TraceableSamOnnxModel):
         ytl, ybr = _extent(binary.amax(dim=3)[0, 0])
         xtl, xbr = _extent(binary.amax(dim=2)[0, 0])
         # index_select over a Range keeps the crop dynamic in the traced graph (python slicing would not).
-        rows = torch.arange(ytl, ybr + 1, dtype=torch.int64)
-        cols = torch.arange(xtl, xbr + 1, dtype=torch.int64)
+        rows = torch.arange(ytl, ybr + 1, dtype=torch.int64)  # type: ignore[call-overload]
+        cols = torch.arange(xtl, xbr + 1, dtype=torch.int64)  # type: ignore[call-overload]
         cropped = binary.index_select(2, rows).index_select(3, cols)
         return cropped, scores, low_res, xtl, ytl, xbr, ybr
 
@@ -126,7 +126,7 @@ def _export(module: torch.nn.Module, output: Path, output_names: list[str], opse
     if output_names is CVAT_OUTPUTS:
         dynamic_axes["masks"] = {2: "mask_height", 3: "mask_width"}
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # type: ignore[attr-defined]
         warnings.filterwarnings("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         # SamOnnxModel only exports with the TorchScript exporter; dynamo (the default since torch 2.9) fails.

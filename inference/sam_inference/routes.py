@@ -61,7 +61,7 @@ def _json_bytes(value: Any) -> bytes:
 async def _read_cvat(state: AppState, request: web.Request) -> tuple[CvatRequest, bytes]:
     service = state.require_service()
     body = await request.read()
-    return await service.run_blocking(_parse_cvat, body)  # type: ignore[no-any-return]
+    return await service.run_blocking(_parse_cvat, body)
 
 
 async def cvat_invoke(request: web.Request) -> web.Response:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -19,6 +20,8 @@ from .imaging import decode_image
 from .metrics import Metrics
 from .predictor import Embedding, MaskResult, Predictor, PreparedImage
 from .schemas import Prompts
+
+R = TypeVar("R")
 
 
 def cache_key(image: bytes, model_id: str) -> str:
@@ -64,7 +67,7 @@ class EmbeddingService:
         await self.batcher.close()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    async def run_blocking(self, func, *args):  # type: ignore[no-untyped-def]
+    async def run_blocking(self, func: Callable[..., R], *args: Any) -> R:
         """Run a blocking call in the decode pool."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
 

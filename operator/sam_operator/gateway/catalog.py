@@ -126,8 +126,10 @@ class Catalog:
         status = body.get("status") or {}
         annotations = meta.get("annotations") or {}
         address: str | None = None
-        if self.pod_address_annotation and annotations.get(self.pod_address_annotation):
-            address = str(annotations[self.pod_address_annotation])
+        if self.pod_address_annotation:
+            # When addresses come from an annotation (test harnesses, where pod IPs lead nowhere), a pod
+            # without it is not dialled at all: never fall back to an address outside this machine.
+            address = str(annotations.get(self.pod_address_annotation) or "") or None
         elif status.get("podIP"):
             address = f"{status['podIP']}:{self.encoder_port}"
         ready = (

@@ -111,6 +111,15 @@ def test_annotated_pod_without_ip_is_ready_when_annotation_is_honoured() -> None
     assert catalog.replicas(function) == ["127.0.0.1:4000"]
 
 
+def test_pod_without_the_configured_annotation_is_never_dialled_at_its_ip() -> None:
+    # With addresses coming from an annotation, the pod IP (not on this machine) must not be a fallback.
+    catalog = Catalog(pod_address_annotation="samoperator.io/test-address")
+    catalog.upsert_model(sammodel())
+    catalog.upsert_pod(pod("p1", ip="10.0.0.5"))
+    function = catalog.get(SAM_FUNCTION)
+    assert function is None or catalog.replicas(function) == []
+
+
 def test_pod_turning_unready_and_deleted_leaves_the_replica_set() -> None:
     catalog = Catalog()
     catalog.upsert_model(sammodel())

@@ -12,9 +12,10 @@ from harness.processes import ManagedProcess, http_get, operator_process
 
 
 class RunningOperator:
-    def __init__(self, cluster: Cluster, log_dir: Path) -> None:
+    def __init__(self, cluster: Cluster, log_dir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.cluster = cluster
         self.log_dir = log_dir
+        self.extra_env = extra_env or {}
         self.generation = 0
         self.proc: ManagedProcess | None = None
         self.metrics_port = 0
@@ -22,7 +23,7 @@ class RunningOperator:
     def start(self) -> RunningOperator:
         self.generation += 1
         self.proc, self.metrics_port, health = operator_process(
-            self.cluster.kubeconfig, self.log_dir, name=f"operator-{self.generation}")
+            self.cluster.kubeconfig, self.log_dir, name=f"operator-{self.generation}", extra_env=self.extra_env)
         self.proc.start()
         self.proc.wait_http(f"http://127.0.0.1:{health}/healthz", timeout=60)
         return self

@@ -99,3 +99,18 @@ def operator_process(kubeconfig: Path, log_dir: Path, name: str = "operator",
     }
     proc = ManagedProcess(name, [str(VENV_BIN / "sam-operator")], env, log_dir)
     return proc, metrics_port, health_port
+
+
+def gateway_process(kubeconfig: Path, log_dir: Path, port: int, namespaces: str = "",
+                    name: str = "gateway", extra_env: Mapping[str, str] | None = None) -> ManagedProcess:
+    """The gateway as its Deployment runs it (``sam-gateway``), dialling pods at their harness address."""
+    env = {
+        "SAM_GATEWAY_KUBECONFIG": str(kubeconfig),
+        "SAM_GATEWAY_HOST": "127.0.0.1",
+        "SAM_GATEWAY_PORT": str(port),
+        "SAM_GATEWAY_DIRECT_HOST": "127.0.0.1",
+        "SAM_GATEWAY_NAMESPACES": namespaces,
+        "SAM_GATEWAY_POD_ADDRESS_ANNOTATION": "samoperator.io/test-address",
+        **(extra_env or {}),
+    }
+    return ManagedProcess(name, [str(VENV_BIN / "sam-gateway")], env, log_dir)

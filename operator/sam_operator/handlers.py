@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -59,7 +60,9 @@ def _resync_loop(reconciler: Reconciler, settings: OperatorSettings, stop: threa
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, resources.PLURAL)
-def sammodel_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+def sammodel_event(event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    if not namespace:
+        return
     if event.get("type") == "DELETED":
         memo["reconciler"].forget(namespace, name)
         return
@@ -68,9 +71,9 @@ def sammodel_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 @kopf.on.event("", "v1", "pods", labels=MANAGED)
-def child_event(labels: dict[str, str], namespace: str, memo: kopf.Memo, **_: Any) -> None:
+def child_event(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
     owner = labels.get("app.kubernetes.io/instance")
-    if owner:
+    if owner and namespace:
         memo["reconciler"].reconcile_safely(namespace, owner)
 
 

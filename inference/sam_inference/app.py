@@ -128,6 +128,7 @@ async def _load(state: AppState) -> None:
             max_queue=settings.max_queue,
             cache_max_bytes=settings.cache_max_bytes,
             cache_max_entries=settings.cache_max_entries,
+            exclusive_cpu=bool(getattr(predictor, "cpu_bound", False)),
         )
         service.start()
         state.decoder, state.service = decoder, service

@@ -56,6 +56,10 @@ class Predictor(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    @property
+    def cpu_bound(self) -> bool:
+        """True when the encoder computes on the CPU (image decoding then takes turns with it)."""
+
     def load(self) -> None:
         """Load weights (idempotent)."""
 

@@ -64,6 +64,10 @@ class SamEncoderPredictor:
         return self._ready
 
     @property
+    def cpu_bound(self) -> bool:
+        return self.device.type == "cpu"
+
+    @property
     def model(self) -> Sam:
         if self._model is None:
             raise RuntimeError("model is not loaded")

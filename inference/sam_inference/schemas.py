@@ -71,8 +71,10 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     """Parse a JSON object body or raise 400."""
     try:
         value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, or an integer over 4300 digits
         raise BadRequestError(f"body is not valid JSON ({exc})") from exc
+    except RecursionError as exc:  # arrays/objects nested thousands deep
+        raise BadRequestError("body is not valid JSON (nested too deeply)") from exc
     if not isinstance(value, dict):
         raise BadRequestError(f"body must be a JSON object, got {type(value).__name__}")
     return value

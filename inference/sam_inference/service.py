@@ -7,7 +7,9 @@ records per-stage latency. No HTTP and no torch here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -45,6 +47,7 @@ class EmbeddingService:
         cache_max_bytes: int,
         cache_max_entries: int,
         decode_threads: int = 2,
+        exclusive_cpu: bool = False,
     ) -> None:
         self.predictor = predictor
         self.model_id = model_id
@@ -59,6 +62,12 @@ class EmbeddingService:
             observer=metrics,
         )
         self._pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
+        # On a CPU device the encoder's OpenMP threads already use every core; image decoding running beside
+        # them stalls every parallel region (measured: -25..35 % throughput at 16 clients on 2 cores). There,
+        # decoding and encoding take turns. On a GPU they overlap.
+        self._cpu_turn: threading.Lock | contextlib.nullcontext[None] = (
+            threading.Lock() if exclusive_cpu else contextlib.nullcontext()
+        )
 
     def start(self) -> None:
         self.batcher.start()
@@ -72,10 +81,11 @@ class EmbeddingService:
         return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
 
     def _run_batch(self, batch: Sequence[PreparedImage]) -> list[np.ndarray]:
-        return self.predictor.embed_batch(batch)
+        with self._cpu_turn:
+            return self.predictor.embed_batch(batch)
 
     def _prepare(self, image: bytes) -> PreparedImage:
-        with self.metrics.stage("decode_image"):
+        with self._cpu_turn, self.metrics.stage("decode_image"):
             array = decode_image(image, self.max_pixels)
             return self.predictor.preprocess(array)
 

@@ -6,6 +6,7 @@ import base64
 import io
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Sequence
 
@@ -55,7 +56,11 @@ class FakePredictor:
     queue deterministically. Every batch size is recorded in `batches`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cpu_bound: bool = False) -> None:
+        self.cpu_bound = cpu_bound
+        self.active = 0  # preprocess/embed_batch calls running right now
+        self.max_active = 0
+        self._count_lock = threading.Lock()
         self.batches: list[int] = []
         self.embedded = 0
         self.decoded = 0
@@ -82,12 +87,31 @@ class FakePredictor:
     def warm_up(self) -> None:
         assert self.warm_gate.wait(timeout=30)
 
+    def _enter(self) -> None:
+        with self._count_lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+
+    def _leave(self) -> None:
+        with self._count_lock:
+            self.active -= 1
+
     def preprocess(self, image: np.ndarray) -> PreparedImage:
+        self._enter()
+        try:
+            time.sleep(0.01)  # long enough for overlaps to show when nothing prevents them
+        finally:
+            self._leave()
         return PreparedImage(data=float(image.mean()), height=image.shape[0], width=image.shape[1])
 
     def embed_batch(self, batch: Sequence[PreparedImage]) -> list[np.ndarray]:
-        self.entered.set()
-        self._gate.wait(timeout=30)
+        self._enter()
+        try:
+            self.entered.set()
+            self._gate.wait(timeout=30)
+            time.sleep(0.01)
+        finally:
+            self._leave()
         self.batches.append(len(batch))
         if self.fail_with is not None:
             raise self.fail_with

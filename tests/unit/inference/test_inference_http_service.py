@@ -56,6 +56,13 @@ def _depth(client: TestClient[Any, Any]) -> int:
     return service.batcher.depth
 
 
+def _queued(client: TestClient[Any, Any]) -> int:
+    """Decoded images waiting in the batcher."""
+    service = client.app[STATE].service  # type: ignore[index]
+    assert service is not None
+    return len(service.batcher._queue)
+
+
 JPEG = image_bytes(80, 60, seed=1, fmt="JPEG")
 PNG = image_bytes(80, 60, seed=2, fmt="PNG")
 
@@ -143,7 +150,7 @@ async def test_concurrent_requests_are_batched(make_client: ClientFactory) -> No
     first = asyncio.create_task(client.post("/v1/embeddings", data=image_bytes(seed=100)))
     await _entered(fake)
     rest = [asyncio.create_task(client.post("/v1/embeddings", data=image_bytes(seed=s))) for s in (101, 102, 103)]
-    await _until(lambda: _depth(client) == 3)
+    await _until(lambda: _queued(client) == 3)
     fake.release()
     statuses = [(await t).status for t in [first, *rest]]
     assert statuses == [200] * 4
@@ -271,3 +278,22 @@ def test_http_layer_does_not_import_torch() -> None:
         "assert 'segment_anything' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("cpu_bound", [True, False])
+async def test_cpu_bound_encoder_never_runs_beside_image_decoding(make_client: ClientFactory, cpu_bound: bool) -> None:
+    fake = FakePredictor(cpu_bound=cpu_bound)
+    client = await make_client(fake, max_batch_size=2)
+    fake.hold()
+    first = asyncio.create_task(client.post("/v1/embeddings", data=image_bytes(seed=700)))
+    await _entered(fake)
+    rest = [asyncio.create_task(client.post("/v1/embeddings", data=image_bytes(seed=s))) for s in range(701, 706)]
+    await _until(lambda: _depth(client) == 5)
+    if not cpu_bound:  # decoding goes on while the encoder is busy...
+        await _until(lambda: _queued(client) == 5)
+    fake.release()
+    assert [(await t).status for t in [first, *rest]] == [200] * 6
+    if cpu_bound:  # ...unless the encoder owns the CPU: then they take turns
+        assert fake.max_active == 1
+    else:
+        assert fake.max_active >= 2

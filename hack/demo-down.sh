@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stops everything hack/demo.sh started.
-set -uo pipefail
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-bash "$HERE/cluster-down.sh"
+# `make demo-down`: stops exactly what hack/demo.py started (pid files in ${DEMO_DIR:-.demo}/pids) and its cluster.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+exec .venv/bin/python hack/demo.py down

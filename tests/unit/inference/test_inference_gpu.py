@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from unit.inference.sam_fakes import image_array, image_bytes
 
 pytestmark = pytest.mark.gpu

@@ -27,7 +27,7 @@ from .cache import Lookup
 from .errors import BadRequestError, DeadlineExceededError, NotFoundError, NotReadyError
 from .imaging import decode_base64
 from .predictor import Embedding
-from .schemas import CvatRequest, cvat_mask_shape, mask_bounds, mask_to_rle, parse_cvat_request
+from .schemas import CvatRequest, cvat_mask_shape, finite_score, mask_bounds, mask_to_rle, parse_cvat_request
 
 EMBEDDING_DTYPES = {"float32": "<f4", "float16": "<f2"}
 
@@ -132,7 +132,7 @@ async def masks(request: web.Request) -> web.Response:
         body = {
             "width": embedding.width,
             "height": embedding.height,
-            "score": result.score,
+            "score": finite_score(result.score),
             "bounds": list(bounds) if bounds else None,
             "rle": rle,
         }

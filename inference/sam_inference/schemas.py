@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -16,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, f
 
 from .errors import BadRequestError
 
-Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+# Image pixels; the bound keeps float32 maths in the prompt encoder finite for any accepted input.
+MAX_COORDINATE = 1e7
+Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
 Point = tuple[Coordinate, Coordinate]
 
 
@@ -120,6 +123,11 @@ def rle_to_mask(rle: list[int], width: int, height: int) -> np.ndarray:
     return flat.reshape(height, width)
 
 
+def finite_score(score: float) -> float:
+    """The score, or 0.0 when it is not finite (strict JSON has no NaN)."""
+    return score if math.isfinite(score) else 0.0
+
+
 def cvat_mask_shape(mask: np.ndarray, score: float) -> dict[str, Any] | None:
     """One CVAT v2.60+ mask shape (cvat-protocol §8B) for a full-image mask; None when it is empty."""
     bounds = mask_bounds(mask)
@@ -130,5 +138,5 @@ def cvat_mask_shape(mask: np.ndarray, score: float) -> dict[str, Any] | None:
     return {
         "type": "mask",
         "points": [*rle, xtl, ytl, xbr, ybr],
-        "attributes": [{"spec_id": 0, "value": f"{score:.4f}"}],
+        "attributes": [{"spec_id": 0, "value": f"{finite_score(score):.4f}"}],
     }

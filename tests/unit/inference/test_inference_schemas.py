@@ -62,6 +62,8 @@ def test_cvat_box_forms(box: str) -> None:
         (b'{"image": "aGk=", "pos_points": [[1]]}', "pos_points"),
         (b'{"image": "aGk=", "obj_bbox": [[1, 2]]}', "obj_bbox"),
         (b'{"image": "aGk=", "neg_points": [["a", "b"]]}', "neg_points"),
+        (b'{"image": "aGk=", "pos_points": [[1e300, 5]]}', "pos_points"),
+        (b'{"image": "aGk=", "pos_points": [[NaN, 5]]}', "pos_points"),
     ],
 )
 def test_bad_payloads_raise_400_naming_the_field(body: bytes, needle: str) -> None:

@@ -107,7 +107,7 @@ def _load_blocking(state: AppState) -> tuple[Predictor, str, DecoderAsset | None
     if predictor is None:
         predictor = build_predictor(settings)
         state.predictor, state.owns_predictor = predictor, True
-    model_id = settings.model_id or f"{settings.model_variant}:{sha256_file(settings.checkpoint_path)}"
+    model_id = settings.model_id or sha256_file(settings.checkpoint_path)  # architecture.md: the checkpoint sha256
     predictor.load()
     predictor.warm_up()
     return predictor, model_id, _load_decoder(settings.decoder_path)

@@ -1,0 +1,104 @@
+"""The docs cannot drift: the generated SamModel reference is current, every example is a valid SamModel that
+gets the CVAT function name the docs promise, relative links resolve, and `make` targets the docs name exist."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+from contract.test_crds import _cel_failures, _validate
+from sam_operator.cvat import derive_function_name
+from sam_operator.resources import InvalidSpec, parse_sammodel
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+DOCS = [ROOT / "README.md", ROOT / "examples" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _gen_reference() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_reference", ROOT / "hack" / "gen-reference.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_generated_reference_is_current() -> None:
+    assert (ROOT / "docs" / "reference.md").read_text() == _gen_reference().render(), (
+        "docs/reference.md is stale: run .venv/bin/python hack/gen-reference.py")
+
+
+def test_the_reference_names_every_spec_field_of_the_crd() -> None:
+    crd = yaml.safe_load((ROOT / "crds" / "sammodels.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    text = (ROOT / "docs" / "reference.md").read_text()
+    assert all(f"| `spec.{name}` |" in text for name in spec)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    body: dict[str, Any] = yaml.safe_load(path.read_text())
+    return body
+
+
+def test_there_are_the_four_documented_examples() -> None:
+    assert [p.name for p in EXAMPLES] == ["01-vit-h-cvat-drop-in.yaml", "02-vit-b-masks.yaml", "03-cpu-only.yaml",
+                                          "04-autoscaled.yaml"]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_validates_against_the_crd_schema_and_cel_rules(example: Path) -> None:
+    body = _load(example)
+    _validate(body)
+    assert _cel_failures(body) == []
+    assert not isinstance(parse_sammodel(body), InvalidSpec)
+
+
+@pytest.mark.parametrize(("example", "function"), [
+    ("01-vit-h-cvat-drop-in.yaml", "pth-facebookresearch-sam-vit-h"),
+    ("02-vit-b-masks.yaml", "sam-vit-b"),
+    ("03-cpu-only.yaml", "sam-cvat-sam-vit-b-cpu"),
+    ("04-autoscaled.yaml", "pth-facebookresearch-sam-vit-h"),
+])
+def test_example_gets_the_cvat_function_name_the_readme_promises(example: str, function: str) -> None:
+    model = parse_sammodel(_load(ROOT / "examples" / example))
+    assert not isinstance(model, InvalidSpec)
+    assert derive_function_name(model) == function
+    assert f"`{function}`" in (ROOT / "examples" / "README.md").read_text()
+
+
+def test_the_examples_cover_what_the_issue_asks() -> None:
+    specs = {p.name: _load(p)["spec"] for p in EXAMPLES}
+    assert specs["02-vit-b-masks.yaml"]["cvat"]["mode"] == "masks"
+    assert specs["03-cpu-only.yaml"]["resources"]["gpus"] == 0
+    assert specs["04-autoscaled.yaml"]["autoscaling"]["enabled"] is True
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(doc: Path) -> None:
+    broken = []
+    text = re.sub(r"`[^`\n]*`", "", doc.read_text())  # inline code (regex patterns) is not a link
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if "://" in target or target.startswith("mailto:"):
+            continue
+        if not (doc.parent / target).exists():
+            broken.append(target)
+    assert broken == []
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_make_targets_named_in_the_docs_exist(doc: Path) -> None:
+    targets = set(re.findall(r"^([a-zA-Z_-]+):", (ROOT / "Makefile").read_text(), re.M))
+    named = set(re.findall(r"`make ([a-z][a-z_-]*)", doc.read_text()))
+    assert named - targets == set()
+
+
+def test_the_readme_starts_with_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first_block = readme.split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in first_block.strip().splitlines()]
+    assert commands[:2] == ["make demo", "make test"]

@@ -41,7 +41,7 @@ def _score(digest: bytes, replica: str) -> int:
 def _image_field(body: bytes) -> str | None:
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested thousands deep
         return None
     if not isinstance(payload, dict):
         return None

@@ -102,3 +102,35 @@ def test_the_readme_starts_with_the_two_commands() -> None:
     first_block = readme.split("```bash", 1)[1].split("```", 1)[0]
     commands = [line.split("#")[0].strip() for line in first_block.strip().splitlines()]
     assert commands[:2] == ["make demo", "make test"]
+
+
+# ---- images: the Dockerfiles agree with what runs them (no Docker here to build them) ----
+
+
+def _dockerfile_user(path: Path) -> int:
+    (user,) = re.findall(r"^USER (\d+):\d+$", path.read_text(), re.M)
+    return int(user)
+
+
+def test_the_operator_image_runs_as_the_user_the_chart_sets() -> None:
+    values = yaml.safe_load((ROOT / "charts" / "sam-operator" / "values.yaml").read_text())
+    user = _dockerfile_user(ROOT / "operator" / "Dockerfile")
+    assert user == values["operator"]["podSecurityContext"]["runAsUser"]
+    assert user == values["gateway"]["podSecurityContext"]["runAsUser"]
+
+
+def test_the_encoder_image_runs_as_the_user_the_operator_renders() -> None:
+    from sam_operator.render.deployment import RUN_AS_USER
+
+    assert _dockerfile_user(ROOT / "inference" / "Dockerfile") == RUN_AS_USER
+
+
+def test_the_operator_image_keeps_every_dependency_the_operator_imports() -> None:
+    text = (ROOT / "operator" / "Dockerfile").read_text()
+    (excluded,) = re.findall(r"^ml = \{(.*)\}$", text, re.M)
+    left_out = {name.strip().strip('"') for name in excluded.split(",")}
+    imports = set()
+    for source in (ROOT / "operator" / "sam_operator").rglob("*.py"):
+        imports |= set(re.findall(r"^\s*(?:import|from) ([a-z_]+)", source.read_text(), re.M))
+    assert not {name.replace("_", "-") for name in imports} & left_out
+    assert {"torch", "segment-anything"} <= left_out

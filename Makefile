@@ -10,10 +10,10 @@ setup: ## Install system packages, the Python venv and the local cluster toolcha
 	bash hack/setup.sh
 
 ##@ Main job
-demo: setup ## Run the end-to-end demo on a local cluster (or $$KUBECONFIG's cluster)
+demo: setup ## Run the end-to-end demo on its own local cluster (DEMO_KEEP=1 leaves it running)
 	bash hack/demo.sh
 
-demo-down: ## Stop everything the demo started
+demo-down: ## Stop everything the demo started (pid files in .demo/pids)
 	bash hack/demo-down.sh
 
 ##@ Development

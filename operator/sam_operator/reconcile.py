@@ -55,6 +55,7 @@ class Reconciler:
         self.reconcile_count = 0
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._conditions: dict[tuple[str, str], dict[str, str]] = {}
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._locks_guard:
@@ -63,6 +64,30 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         with self._locks_guard:
             self._locks.pop((namespace, name), None)
+            self._conditions.pop((namespace, name), None)
+            self._export_condition_counts()
+
+    def _record_conditions(self, namespace: str, name: str, status: dict[str, Any] | None) -> None:
+        """Remember this SamModel's conditions (None: it is gone) and re-export the counts."""
+        with self._locks_guard:
+            if status is None:
+                self._conditions.pop((namespace, name), None)
+            else:
+                self._conditions[(namespace, name)] = {
+                    c["type"]: c["status"] for c in status.get("conditions") or [] if "type" in c and "status" in c
+                }
+            self._export_condition_counts()
+
+    def _export_condition_counts(self) -> None:
+        """``sam_operator_sammodels{condition,status}``: how many SamModels are in each condition state."""
+        counts: dict[tuple[str, str], int] = {
+            (t, s): 0 for t in conditions.CONDITION_TYPES for s in ("True", "False", "Unknown")
+        }
+        for conds in self._conditions.values():
+            for type_, status in conds.items():
+                counts[(type_, status)] = counts.get((type_, status), 0) + 1
+        for (type_, status), count in counts.items():
+            metrics.SAMMODELS.labels(condition=type_, status=status).set(count)
 
     def reconcile_all(self, namespaces: Iterable[str] = ()) -> None:
         for body in self._list_sammodels(namespaces):
@@ -93,11 +118,13 @@ class Reconciler:
     def reconcile(self, namespace: str, name: str) -> ReconcileResult | None:
         body = self.kube.get(resources.API_VERSION, resources.KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self._record_conditions(namespace, name, None)
             return None  # gone or going: owner references clean up the children
         parsed = resources.parse_sammodel(body)
         if isinstance(parsed, resources.InvalidSpec):
             log.warning("Invalid spec: %s", parsed.message, extra={"object": f"{namespace}/{name}"})
             status = derive_status(body, Observed(), datetime.now(UTC), self.settings)
+            self._record_conditions(namespace, name, status)
             return ReconcileResult([], [], self._write_status(body, status))
 
         has_service_monitor_api = self.kube.has_api(*SERVICE_MONITOR)
@@ -114,6 +141,7 @@ class Reconciler:
         deleted = self._prune(body, desired, has_service_monitor_api)
         observed = self._observe(body, parsed)
         status = derive_status(body, observed, datetime.now(UTC), self.settings)
+        self._record_conditions(namespace, name, status)
         return ReconcileResult(applied, deleted, self._write_status(body, status))
 
     # ---- helpers -------------------------------------------------------------------------------------------

@@ -36,9 +36,6 @@ ANNOTATION = "samoperator.io/test-address"
 RATE_INTERVAL = "1m"
 # Metrics that exist only in some environments: GPU memory is exported only where CUDA exists.
 CUDA_ONLY = {"sam_inference_gpu_memory_bytes"}
-# Contract metrics the code does not export yet (reported upstream); a panel querying only these may be empty.
-# When one starts returning data the test fails, so the entry gets removed.
-KNOWN_UNEXPORTED = {"sam_operator_sammodels": "the operator defines the gauge but never sets it"}
 
 
 def write_rules(directory: Path) -> Path:
@@ -201,19 +198,15 @@ def test_every_dashboard_panel_has_data_in_a_real_prometheus(
         time.sleep(4)  # a few more scrapes after the load
 
         # ---- every panel's query has data
-        missing, unexpected = [], []
+        missing: list[str] = []
         encoder_metrics = http_get(f"http://127.0.0.1:{encoder_port}/metrics")[1].decode()
         has_cuda_samples = "\nsam_inference_gpu_memory_bytes{" in encoder_metrics
         for dashboard, title, expr in panel_queries():
             has_data = finite(query(prom, expr))
-            metrics = {m for m in CUDA_ONLY | set(KNOWN_UNEXPORTED) if m in expr}
-            optional = bool(metrics) and not (metrics & CUDA_ONLY and has_cuda_samples)
-            if not has_data and not optional:
+            cuda_only = any(m in expr for m in CUDA_ONLY) and not has_cuda_samples
+            if not has_data and not cuda_only:
                 missing.append(f"{dashboard} / {title}: {expr}")
-            if has_data and metrics & set(KNOWN_UNEXPORTED):
-                unexpected.append(f"{dashboard} / {title} now has data: drop it from KNOWN_UNEXPORTED")
         assert not missing, "panels without data:\n" + "\n".join(missing)
-        assert not unexpected, unexpected
 
         # ---- the alert rules evaluate without errors on real data
         def rule_health() -> dict[str, str]:

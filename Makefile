@@ -29,7 +29,7 @@ lint: ## ruff and mypy
 	.venv/bin/mypy
 
 bench: ## Benchmarks (prints ratios measured in one run)
-	$(PY) bench/encoder_bench.py
+	$(PY) bench/bench_encoder.py
 
 ##@ Local cluster
 cluster-up: ## Start the local control plane (etcd, apiserver, controller-manager, scheduler, kwok)

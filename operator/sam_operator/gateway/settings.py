@@ -53,6 +53,7 @@ class GatewaySettings(BaseSettings):
     )
     token: str | None = Field(
         default=None,
+        repr=False,  # a logged or printed settings object must not carry the credential
         description="When set, /api/* requires 'Authorization: Bearer <token>' (health/metrics stay open).",
     )
     upstream_timeout_s: float = Field(

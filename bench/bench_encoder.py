@@ -172,6 +172,8 @@ async def bench(args: argparse.Namespace) -> None:
         "SAM_INFERENCE_PRECISION": args.precision,
         "SAM_INFERENCE_MAX_BATCH_SIZE": str(args.max_batch_size),
         "SAM_INFERENCE_MAX_QUEUE": "256",
+        # The baseline has no deadline; a CPU ViT-B batch of 4 takes ~100 s, past the 60 s default.
+        "SAM_INFERENCE_REQUEST_TIMEOUT_S": str(args.request_timeout),
         "SAM_INFERENCE_LOG_LEVEL": "WARNING",
     }
     ours = start([sys.executable, "-m", "sam_inference", "serve"], env, work / "ours.log")
@@ -256,6 +258,7 @@ def main() -> None:
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--max-batch-size", type=int, default=4)
     parser.add_argument("--baseline-workers", type=int, default=1)
+    parser.add_argument("--request-timeout", type=float, default=3600, help="service per-request deadline (s)")
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16])
     parser.add_argument("--requests-per-client", type=int, default=1)
     parser.add_argument("--min-requests", type=int, default=4)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .errors import NotReadyError, ServiceError
+from .errors import NotReadyError, OverloadedError, ServiceError
 from .fetch import sha256_file
 from .metrics import Metrics
 from .predictor import Predictor, build_predictor
@@ -50,6 +50,7 @@ class AppState:
     decoder: DecoderAsset | None = None
     load_error: str | None = None
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0
 
     @property
     def ready(self) -> bool:
@@ -89,6 +90,26 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = _error_response(500, "internal error")
     request.app[STATE].metrics.observe_request(endpoint, response.status, time.perf_counter() - started)
     return response
+
+
+#: Routes that do model work and count against ``max_concurrency`` (health, metrics and the decoder asset don't).
+WORK_ROUTES = frozenset({"invoke", "embeddings", "masks"})
+
+
+@web.middleware
+async def admission_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer 429 at once when ``max_concurrency`` requests are already being handled (backpressure)."""
+    state = request.app[STATE]
+    limit = state.settings.max_concurrency
+    if limit is None or request.match_info.route.name not in WORK_ROUTES:
+        return await handler(request)
+    if state.in_flight >= limit:
+        raise OverloadedError(f"{state.in_flight} requests in progress (max_concurrency {limit})", retry_after_s=1)
+    state.in_flight += 1
+    try:
+        return await handler(request)
+    finally:
+        state.in_flight -= 1
 
 
 def _load_decoder(path: Path | None) -> DecoderAsset | None:
@@ -166,7 +187,7 @@ def create_app(settings: InferenceSettings, predictor: Predictor | None = None) 
     """Build the encoder app; `predictor` overrides the SAM predictor built from `settings` (tests)."""
     from .routes import add_routes
 
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware, admission_middleware])
     app[STATE] = AppState(settings=settings, metrics=Metrics(), predictor=predictor)
     add_routes(app)
     app.cleanup_ctx.append(_model_lifecycle)

@@ -39,6 +39,9 @@ class InferenceSettings(BaseSettings):
     max_batch_size: int = Field(4, ge=1, description="Most images encoded in one forward pass.")
     batch_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits for more images.")
     max_queue: int = Field(32, ge=1, description="Images waiting for the encoder before 429.")
+    max_concurrency: int | None = Field(
+        None, ge=1, description="Requests handled at once (decode, queue, encode) before 429; unset: no cap."
+    )
     max_body_bytes: int = Field(64 * MIB, ge=1024, description="Largest accepted request body.")
     max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted image (width x height).")
     request_timeout_s: float = Field(60.0, gt=0, description="Per-request deadline.")

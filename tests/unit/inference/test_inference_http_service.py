@@ -223,6 +223,22 @@ async def test_full_queue_answers_429_with_retry_after(make_client: ClientFactor
     assert metric_value(metrics, "sam_inference_queue_depth") == 0
 
 
+async def test_max_concurrency_answers_429_past_the_cap_and_spares_health(make_client: ClientFactory) -> None:
+    fake = FakePredictor()
+    client = await make_client(fake, max_batch_size=1, max_queue=8, max_concurrency=1)
+    fake.hold()
+    running = asyncio.create_task(client.post("/", json=cvat_body(image_bytes(seed=510))))
+    await _entered(fake)
+    rejected = await client.post("/v1/embeddings", data=image_bytes(seed=511))
+    assert rejected.status == 429
+    assert int(rejected.headers["Retry-After"]) >= 1
+    assert "max_concurrency 1" in (await rejected.json())["error"]
+    assert (await client.get("/healthz")).status == 200  # not counted against the cap
+    fake.release()
+    assert (await running).status == 200
+    assert (await client.post("/v1/embeddings", data=image_bytes(seed=511))).status == 200
+
+
 async def test_request_past_its_deadline_is_504(make_client: ClientFactory) -> None:
     fake = FakePredictor()
     client = await make_client(fake, request_timeout_s=0.2)

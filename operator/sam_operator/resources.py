@@ -371,5 +371,5 @@ def parse_sammodel(body: Mapping[str, Any]) -> SamModel | InvalidSpec:
         )
     except ValidationError as error:
         return InvalidSpec(_format_validation_error(error))
-    except (TypeError, ValueError, AttributeError) as error:  # malformed metadata and the like
+    except (TypeError, ValueError, AttributeError, OverflowError) as error:  # malformed metadata and the like
         return InvalidSpec(f"spec: {error}")

@@ -180,14 +180,25 @@ class Reconciler:
         return [b for ns in names for b in self.kube.list(resources.API_VERSION, resources.KIND, namespace=ns)]
 
     def _taken_ports(self, body: dict[str, Any]) -> frozenset[int]:
-        """Direct-mode ports of other SamModels; listed only while this one has none yet (it is kept after)."""
-        if not body["metadata"].get("uid") or ((body.get("status") or {}).get("cvat") or {}).get("httpPort"):
+        """Direct-mode ports this SamModel must not use: those of the other SamModels.
+
+        Two SamModels reconciled concurrently (e.g. all at once after an operator start) can both pick the same
+        free port. So a kept port is checked too: when another SamModel holds the same port, the senior one
+        (older, then by namespace/name) keeps it and the junior one moves, which converges on distinct ports.
+        """
+        meta = body["metadata"]
+        if not meta.get("uid"):
             return frozenset()
-        return frozenset(
-            p for b in self._list_sammodels(self.settings.namespaces)
-            if b["metadata"]["uid"] != body["metadata"]["uid"]
-            and isinstance(p := ((b.get("status") or {}).get("cvat") or {}).get("httpPort"), int)
-        )
+        mine = ((body.get("status") or {}).get("cvat") or {}).get("httpPort")
+        taken: set[int] = set()
+        for other in self._list_sammodels(self.settings.namespaces):
+            port = ((other.get("status") or {}).get("cvat") or {}).get("httpPort")
+            if other["metadata"]["uid"] == meta["uid"] or not isinstance(port, int):
+                continue
+            if port == mine and _seniority(body) < _seniority(other):
+                continue  # we keep it; the other one moves on its own reconcile
+            taken.add(port)
+        return frozenset(taken)
 
     def _write_status(self, body: dict[str, Any], status: dict[str, Any]) -> bool:
         if (body.get("status") or {}) == status:
@@ -199,6 +210,13 @@ class Reconciler:
         log.info("Updated status", extra={"object": f"{meta['namespace']}/{meta['name']}",
                                           "ready": (ready or {}).get("status")})
         return True
+
+
+def _seniority(body: dict[str, Any]) -> tuple[str, str, str, str]:
+    """Sort key: who keeps a contested direct-mode port (the smallest key wins)."""
+    meta = body["metadata"]
+    return (str(meta.get("creationTimestamp") or "~"), str(meta.get("namespace", "")), str(meta.get("name", "")),
+            str(meta.get("uid", "")))
 
 
 def _with_removals(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -64,5 +64,10 @@ class OperatorSettings(BaseSettings):
         },
         description="Labels of the gateway pods, admitted by the encoder NetworkPolicy (any namespace).",
     )
+    gateway_namespace: str | None = Field(
+        None,
+        description="Namespace the gateway runs in; pins the encoder NetworkPolicy's gateway peer to it "
+        "(unset: gateway-labelled pods in any namespace).",
+    )
     log_format: Literal["plain", "json"] = Field(default="plain", description="Log line format.")
     log_level: str = Field(default="INFO", description="Root log level.")

@@ -14,12 +14,20 @@ __all__ = ["build_networkpolicy"]
 
 
 def build_networkpolicy(model: SamModel, settings: OperatorSettings) -> dict[str, Any] | None:
-    """Ingress to port 8080 from gateway pods in any namespace plus ``spec.networkPolicy.additionalFrom``."""
+    """Ingress to port 8080 from the gateway's pods plus ``spec.networkPolicy.additionalFrom``.
+
+    With ``settings.gateway_namespace`` the gateway peer is pinned to that namespace, so a pod elsewhere that
+    copies the gateway's labels is not admitted; without it, gateway-labelled pods of any namespace are.
+    """
     policy = model.spec.network_policy
     if not policy.enabled:
         return None
+    namespaces: dict[str, Any] = (
+        {"matchLabels": {"kubernetes.io/metadata.name": settings.gateway_namespace}}
+        if settings.gateway_namespace else {}
+    )
     peers: list[dict[str, Any]] = [
-        {"namespaceSelector": {}, "podSelector": {"matchLabels": dict(settings.gateway_pod_labels)}}
+        {"namespaceSelector": namespaces, "podSelector": {"matchLabels": dict(settings.gateway_pod_labels)}}
     ]
     peers += [_deep_copy(peer) for peer in policy.additional_from]
     return {

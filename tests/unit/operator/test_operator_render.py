@@ -239,3 +239,25 @@ def test_golden_output_is_valid_yaml_for_every_sample() -> None:
     for sample in SAMPLES:
         docs = [d for d in yaml.safe_load_all(GOLDEN.golden_path(sample).read_text()) if d]
         assert {d["kind"] for d in docs} >= {"Deployment", "Service"}
+
+
+def test_network_policy_pins_the_gateway_peer_to_its_namespace_when_known() -> None:
+    from sam_operator.render.network import build_networkpolicy
+    from sam_operator.resources import SamModel, parse_sammodel
+    from sam_operator.settings import OperatorSettings
+
+    body = {
+        "apiVersion": "samoperator.io/v1alpha1", "kind": "SamModel",
+        "metadata": {"name": "np", "namespace": "models", "uid": "u", "generation": 1},
+        "spec": {"model": {"variant": "vit_tiny", "checkpoint": {"url": "https://h/x.pth", "sha256": "a" * 64}},
+                 "runtime": {"device": "cpu"}, "resources": {"gpus": 0}, "networkPolicy": {"enabled": True}},
+    }
+    model = parse_sammodel(body)
+    assert isinstance(model, SamModel)
+    anywhere = build_networkpolicy(model, OperatorSettings())
+    pinned = build_networkpolicy(model, OperatorSettings(gateway_namespace="sam-system"))
+    assert anywhere is not None and pinned is not None
+    assert anywhere["spec"]["ingress"][0]["from"][0]["namespaceSelector"] == {}
+    peer = pinned["spec"]["ingress"][0]["from"][0]
+    assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "sam-system"}}
+    assert peer["podSelector"]["matchLabels"] == OperatorSettings().gateway_pod_labels

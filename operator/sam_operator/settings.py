@@ -65,7 +65,7 @@ class OperatorSettings(BaseSettings):
         description="Labels of the gateway pods, admitted by the encoder NetworkPolicy (any namespace).",
     )
     gateway_namespace: str | None = Field(
-        None,
+        default=None,
         description="Namespace the gateway runs in; pins the encoder NetworkPolicy's gateway peer to it "
         "(unset: gateway-labelled pods in any namespace).",
     )

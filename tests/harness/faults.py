@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from harness.cluster import Cluster, wait_for
 
@@ -155,3 +159,84 @@ def kwok_gpu_node(name: str, gpus: int, labels: dict[str, str] | None = None) ->
 def node_ready(cluster: Cluster, name: str) -> bool:
     node = cluster.get_json("node", name)
     return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
+
+
+class BlackholeProxy:
+    """A loopback TCP proxy in front of the API server that can black-hole the connections it carries.
+
+    ``blackhole()`` silently drops every byte on the connections open at that moment (both directions), the
+    sockets staying open: what a client sees when the far end vanishes without a FIN or RST (a node or load
+    balancer gone, a network partition). Connections made afterwards are forwarded normally, so a client that
+    gives up on a dead connection and dials again recovers; one without timeouts waits forever.
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._open: list[_ProxiedConnection] = []
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, name="blackhole-proxy", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(self.upstream, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                continue
+            conn = _ProxiedConnection(client, upstream)
+            with self._lock:
+                self._open.append(conn)
+            conn.start()
+
+    def blackhole(self) -> int:
+        """Drop all traffic on the connections open now; return how many."""
+        with self._lock:
+            for conn in self._open:
+                conn.dropping = True
+            count = len(self._open)
+            self._open = []
+        return count
+
+    def kubeconfig(self, original: Path, out: Path) -> Path:
+        """A copy of ``original`` whose server is this proxy (the serving cert covers 127.0.0.1)."""
+        config = yaml.safe_load(original.read_text())
+        for entry in config["clusters"]:
+            entry["cluster"]["server"] = f"https://127.0.0.1:{self.port}"
+        out.write_text(yaml.safe_dump(config))
+        return out
+
+    def close(self) -> None:
+        self._closed.set()
+        self.listener.close()
+        with self._lock:
+            for conn in self._open:
+                conn.close()
+
+
+class _ProxiedConnection:
+    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.client, self.upstream = client, upstream
+        self.dropping = False
+
+    def start(self) -> None:
+        for src, dst in ((self.client, self.upstream), (self.upstream, self.client)):
+            threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                if not self.dropping:
+                    dst.sendall(data)
+        except OSError:
+            pass
+        if not self.dropping:  # a black-holed peer never learns that the other side closed
+            self.close()
+
+    def close(self) -> None:
+        for sock in (self.client, self.upstream):
+            with suppress(OSError):
+                sock.close()

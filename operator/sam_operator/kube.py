@@ -7,6 +7,7 @@ to write (see :mod:`sam_operator.drift`), this module only carries it out.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from kubernetes import client, config, dynamic
@@ -50,15 +51,20 @@ class Kube:
         _bound_requests(api_client, REQUEST_TIMEOUT)
         self.api_client = api_client
         self.dynamic = dynamic.DynamicClient(api_client)
+        self._discovery_lock = threading.RLock()
 
     def _resource(self, api_version: str, kind: str) -> Any:
-        return self.dynamic.resources.get(api_version=api_version, kind=kind)
+        # The discovery cache is shared by the reconciles' threads, and has_api resets it: a search running
+        # while another thread resets it fails with KeyError('resources'/'apis'). Serialise cache access.
+        with self._discovery_lock:
+            return self.dynamic.resources.get(api_version=api_version, kind=kind)
 
     def has_api(self, api_version: str, kind: str) -> bool:
         """Whether the cluster serves this kind (e.g. ServiceMonitor only where prometheus-operator is installed)."""
         try:
-            self.dynamic.resources.invalidate_cache()
-            self._resource(api_version, kind)
+            with self._discovery_lock:
+                self.dynamic.resources.invalidate_cache()
+                self._resource(api_version, kind)
             return True
         except ResourceNotFoundError:
             return False

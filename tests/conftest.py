@@ -37,6 +37,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """How many generated cases each property/fuzz test ran (tests/fuzz, tests/security), when any ran."""
+    from fuzz._cases import CASES, summary
+
+    if CASES:
+        terminalreporter.section("fuzz/property cases run")
+        for line in summary():
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     external = os.environ.get("SAM_TEST_KUBECONFIG")

@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from harness import missing_tool
 from harness.cluster import REPO, k8s_bin_dir
 from sam_operator.gateway.settings import GatewaySettings
 from sam_operator.settings import OperatorSettings
@@ -30,7 +31,7 @@ DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
 def helm_bin() -> str:
     path = k8s_bin_dir() / "helm"
     if not path.exists():
-        pytest.skip("helm not built (hack/build-tools.sh)")
+        missing_tool("helm not built (hack/build-tools.sh)")
     return str(path)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from harness import missing_tool
 from harness.cluster import REPO, Cluster, k8s_bin_dir, wait_for
 from harness.cvat import CvatClient, interactor_payload, synthetic_image
 from harness.operator import RunningOperator, sammodel
@@ -51,7 +52,7 @@ def write_rules(directory: Path) -> Path:
 def tools() -> tuple[str, str]:
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
     if not (prometheus and promtool):
-        pytest.skip("prometheus/promtool missing (apt-get install prometheus; hack/setup.sh does it)")
+        missing_tool("prometheus/promtool missing (apt-get install prometheus; hack/setup.sh does it)")
     return prometheus, promtool
 
 

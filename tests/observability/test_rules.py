@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+from harness import missing_tool
 from harness.cluster import REPO, k8s_bin_dir
 
 CHART = REPO / "charts" / "sam-operator"
@@ -18,7 +18,7 @@ HERE = Path(__file__).parent
 def promtool() -> str:
     path = shutil.which("promtool")
     if not path:
-        pytest.skip("promtool missing (apt-get install prometheus; hack/setup.sh does it)")
+        missing_tool("promtool missing (apt-get install prometheus; hack/setup.sh does it)")
     return path
 
 
@@ -26,7 +26,7 @@ def rendered_rules(**sets: str) -> dict[str, Any]:
     """The PrometheusRule's spec (a plain Prometheus rules file) as the chart renders it for release 'rel'."""
     helm = k8s_bin_dir() / "helm"
     if not helm.exists():
-        pytest.skip("helm not built (hack/build-tools.sh)")
+        missing_tool("helm not built (hack/build-tools.sh)")
     args = [str(helm), "template", "rel", str(CHART), "--set", "metrics.prometheusRule.enabled=true",
             "--show-only", "templates/prometheusrule.yaml"]
     for key, value in sets.items():

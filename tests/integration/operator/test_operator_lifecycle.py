@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,30 +113,41 @@ def test_delete_garbage_collects_every_child(
 
 
 def test_operator_restart_makes_no_duplicates_and_no_spurious_writes(
-        cluster: Cluster, namespace: str, operator: RunningOperator) -> None:
-    cluster.apply(sammodel("steady", replicas=2), namespace)
-    wait_condition(cluster, namespace, "steady", "Ready", "True", timeout=90)
-    operator.kill()  # mid-flight: no graceful shutdown
-    cluster.kubectl("patch", "sam", "steady", "-n", namespace, "--type=merge", "-p", '{"spec":{"replicas":3}}')
-    operator.start()
-    wait_for(lambda: get_sam(cluster, namespace, "steady")["status"].get("readyReplicas") == 3, 90,
-             what="the restarted operator to converge")
-    kids = children(cluster, namespace)
-    assert kids["deployments"] == ["sam-steady"] and kids["services"] == ["sam-steady"]
-    assert len(cluster.get_json("replicasets", "-n", namespace)["items"]) == 1
-    # Converged: a few resync rounds and events later, the operator has written nothing more.
-    wait_for(lambda: operator.metric("sam_operator_reconcile_total", result="success") > 0, 30)
-    settled = operator.writes()
-    before = operator.metric("sam_operator_reconcile_total", result="success")
-    wait_for(lambda: operator.metric("sam_operator_reconcile_total", result="success") >= before + 3, 60,
-             what="three more reconciles (resync every 10 s)")
-    assert operator.writes() == settled, "a no-op reconcile wrote to the API server"
-    # A fresh operator on a converged cluster writes nothing at all.
+        cluster: Cluster, namespace: str, operator: RunningOperator, tmp_path: Path) -> None:
+    # Writes are counted per process, so this test runs its own operator watching only its namespace: other
+    # tests' SamModels (namespaces still being deleted) must not show up in the count.
     operator.stop()
-    operator.start()
-    wait_for(lambda: operator.metric("sam_operator_reconcile_total", result="success") >= 2, 60,
-             what="the fresh operator to reconcile")
-    assert operator.writes() == 0
+    own = RunningOperator(cluster, tmp_path, extra_env={"SAM_OPERATOR_NAMESPACES": f'["{namespace}"]'})
+    try:
+        own.start()
+        cluster.apply(sammodel("steady", replicas=2), namespace)
+        wait_condition(cluster, namespace, "steady", "Ready", "True", timeout=90)
+        own.kill()  # mid-flight: no graceful shutdown
+        cluster.kubectl("patch", "sam", "steady", "-n", namespace, "--type=merge", "-p", '{"spec":{"replicas":3}}')
+        own.start()
+        wait_for(lambda: get_sam(cluster, namespace, "steady")["status"].get("readyReplicas") == 3, 90,
+                 what="the restarted operator to converge")
+        kids = children(cluster, namespace)
+        assert kids["deployments"] == ["sam-steady"] and kids["services"] == ["sam-steady"]
+        assert len(cluster.get_json("replicasets", "-n", namespace)["items"]) == 1
+        # Converged: a few resync rounds and events later, the operator has written nothing more.
+        wait_for(lambda: own.metric("sam_operator_reconcile_total", result="success") > 0, 30)
+        wait_for(lambda: get_sam(cluster, namespace, "steady")["status"].get("observedGeneration")
+                 == get_sam(cluster, namespace, "steady")["metadata"]["generation"], 30)
+        settled = own.writes()
+        before = own.metric("sam_operator_reconcile_total", result="success")
+        wait_for(lambda: own.metric("sam_operator_reconcile_total", result="success") >= before + 3, 60,
+                 what="three more reconciles (resync every 10 s)")
+        assert own.writes() == settled, "a no-op reconcile wrote to the API server"
+        # A fresh operator on a converged cluster writes nothing at all.
+        own.stop()
+        own.start()
+        wait_for(lambda: own.metric("sam_operator_reconcile_total", result="success") >= 2, 60,
+                 what="the fresh operator to reconcile")
+        assert own.writes() == 0
+    finally:
+        own.stop()
+        operator.start()
 
 
 def big_gpu_node(name: str) -> dict[str, Any]:

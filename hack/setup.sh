@@ -30,6 +30,6 @@ if [[ ! -f $stamp ]]; then
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 
-log "building the local Kubernetes toolchain if missing (cold: tens of minutes; cached afterwards)"
+log "building the local Kubernetes toolchain if missing (cold: about 6 minutes on 2 cores; cached afterwards)"
 bash hack/build-tools.sh
 log "setup complete"

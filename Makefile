@@ -25,7 +25,6 @@ test-unit: ## Run the tests that need no cluster
 
 lint: ## ruff and mypy
 	.venv/bin/ruff check .
-	.venv/bin/ruff format --check . || true
 	.venv/bin/mypy
 
 bench: ## Benchmarks (prints ratios measured in one run)

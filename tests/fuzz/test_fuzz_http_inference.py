@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sam_inference.app import STATE, create_app
 from sam_inference.settings import InferenceSettings
+from unit.inference.conftest import make_settings
 from unit.inference.sam_fakes import FakePredictor, b64, image_bytes, png_with_claimed_size
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL")
@@ -28,17 +29,9 @@ GOOD_IMAGES = [image_bytes(24, 16, seed=1), image_bytes(17, 33, seed=2, fmt="JPE
 
 
 def _settings(checkpoint: Path, **overrides: Any) -> InferenceSettings:
-    values: dict[str, Any] = {
-        "checkpoint_path": checkpoint,
-        "model_variant": "vit_tiny",
-        "device": "cpu",
-        "model_id": "fuzz",
-        "batch_wait_ms": 0,
-        "max_body_bytes": MAX_BODY,
-        "max_pixels": 1_000_000,
-    }
-    values.update(overrides)
-    return InferenceSettings(**values)
+    """The encoder tests' settings, with this suite's tighter body and pixel limits."""
+    return make_settings(checkpoint, **{"model_id": "fuzz", "max_body_bytes": MAX_BODY, "max_pixels": 1_000_000,
+                                        **overrides})
 
 
 class Encoders:

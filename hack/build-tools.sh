@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local Kubernetes test toolchain from Go modules into a cache outside git:
-# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, kwokctl, helm.
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm (the kwok cluster), and for the
+# kind cluster with real containers: kubelet, kubeadm, kube-proxy, kind, CoreDNS, crictl, local-path-provisioner.
 # Idempotent: every binary that already exists is skipped. Safe to re-run after an interruption.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,9 +26,9 @@ build_k8s() {
   for m in $(sed -n 's/^[[:space:]]*\(k8s\.io\/[A-Za-z0-9._-]*\) v0\.0\.0$/\1/p' "$gomod"); do
     go mod edit -replace="$m=$m@$STAGING"
   done
-  go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" \
-    "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
-    "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION"
+  local c tools=()
+  for c in $K8S_CMDS; do tools+=("k8s.io/kubernetes/cmd/$c@$K8S_VERSION"); done
+  go get -tool "${tools[@]}"
   go mod tidy
   local ld="-s -w" p
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
@@ -35,7 +36,7 @@ build_k8s() {
     ld+=" -X $p.gitCommit=0000000000000000000000000000000000000000"
     ld+=" -X $p.gitTreeState=clean -X $p.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   done
-  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for c in $K8S_CMDS; do
     [[ -x $SAM_K8S_BIN/$c ]] && continue
     log "compiling $c (a cold compile takes several minutes on 2 cores)"
     go build -tags selinux,notest,grpcnotrace -ldflags "$ld" -o "$SAM_K8S_BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c"
@@ -80,14 +81,27 @@ build_helm() {
     "$H/cmd/helm@$HELM_VERSION"
 }
 
+build_go_tool() { # name module@version [extra ldflags]
+  log "$1 ${2#*@}"
+  cd "$SRC"
+  GOBIN=$SAM_K8S_BIN go install -ldflags "-s -w ${3:-}" "$2"
+}
+
+# kubelet, kubeadm and kube-proxy go into the kind node image; kubeadm and kind read the version ldflags.
+K8S_CMDS="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kubeadm kube-proxy"
 start=$SECONDS
-for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for c in $K8S_CMDS; do
   if [[ ! -x $SAM_K8S_BIN/$c ]]; then build_k8s; break; fi
 done
 [[ -x $SAM_K8S_BIN/etcd ]] || build_etcd
 [[ -x $SAM_K8S_BIN/kwok ]] || build_kwok
 [[ -f $SAM_K8S_BIN/kwok-stages/pod/fast/pod-ready.yaml ]] || copy_kwok_stages
 [[ -x $SAM_K8S_BIN/helm ]] || build_helm
+[[ -x $SAM_K8S_BIN/kind ]] || build_go_tool kind "sigs.k8s.io/kind@$KIND_VERSION"
+[[ -x $SAM_K8S_BIN/coredns ]] || build_go_tool coredns "github.com/coredns/coredns@$COREDNS_VERSION"
+[[ -x $SAM_K8S_BIN/crictl ]] || build_go_tool crictl "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+[[ -x $SAM_K8S_BIN/local-path-provisioner ]] || \
+  build_go_tool local-path-provisioner "github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION"
 log "tools ready in $SAM_K8S_BIN ($((SECONDS - start)) s)"
 "$SAM_K8S_BIN/kube-apiserver" --version
 "$SAM_K8S_BIN/etcd" --version | head -n 1

@@ -30,6 +30,12 @@ MODEL_CACHE_MOUNT = "/models"
 CHECKPOINT_MOUNT = "/checkpoint"
 RUN_AS_USER = 10001
 _FILE_STEM_RE = re.compile(r"[^A-Za-z0-9._-]")
+# A container that fails without writing /dev/termination-log gets its last log lines as the termination message,
+# so the SamModel's status can quote why (a wrong sha256, a traceback) without anyone running kubectl logs.
+_TERMINATION_MESSAGE_POLICY = "FallbackToLogsOnError"
+# The startup probe checks often, so that a pod turns Ready soon after its model is loaded (a 10 s period cost up
+# to 10 s per pod start); its failure threshold still allows settings.startup_timeout_seconds.
+_STARTUP_PROBE_PERIOD = 2
 
 
 def checkpoint_file_stem(model: SamModel) -> str:
@@ -176,6 +182,7 @@ def _init_containers(model: SamModel, image: str, pull_policy: str) -> list[dict
         "command": ["sam-inference"],
         "args": fetch_args,
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "terminationMessagePolicy": _TERMINATION_MESSAGE_POLICY,
         "volumeMounts": fetch_mounts,
     }
     export = {
@@ -196,6 +203,7 @@ def _init_containers(model: SamModel, image: str, pull_policy: str) -> list[dict
         # Loading the checkpoint needs as much memory as the encoder, but no GPU (the export runs on CPU). Init
         # containers run one at a time, so this does not add to the pod's effective request.
         "resources": _compute_resources(model, with_gpu=False),
+        "terminationMessagePolicy": _TERMINATION_MESSAGE_POLICY,
         "volumeMounts": [dict(m) for m in mounts],
     }
     return [fetch, export]
@@ -207,7 +215,7 @@ def build_deployment(model: SamModel, settings: OperatorSettings) -> dict[str, A
     name = child_name(model.name)
     image = spec.image or settings.encoder_image
     pull_policy = spec.image_pull_policy or settings.image_pull_policy
-    startup_period = 10
+    startup_period = _STARTUP_PROBE_PERIOD
     encoder = {
         "name": "encoder",
         "image": image,
@@ -226,6 +234,7 @@ def build_deployment(model: SamModel, settings: OperatorSettings) -> dict[str, A
         ),
         "livenessProbe": _probe("/healthz", period=10, failure_threshold=3),
         "readinessProbe": _probe("/readyz", period=5, failure_threshold=3),
+        "terminationMessagePolicy": _TERMINATION_MESSAGE_POLICY,
         "securityContext": _security_context(),
         "volumeMounts": [
             {"name": "model-cache", "mountPath": MODEL_CACHE_MOUNT},

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Removes exactly what hack/kind-up.sh made: the kind cluster (its node container), the kwok process, the podman
+# network if kind-up created it, /lib/modules if kind-up created it, and the host sysctls it recorded.
+#   SAM_KIND_REMOVE_IMAGES=1  also remove the images the scripts built (node, base and product images)
+set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/kind/lib.sh"
+KIND_LOG_TAG=kind-down
+STATE=${SAM_KIND_STATE:-$SAM_KIND_CACHE/clusters/$SAM_KIND_CLUSTER}
+f=$STATE/pids/kwok.pid
+if [[ -f $f ]]; then
+  pid=$(cat "$f"); kill "$pid" 2>/dev/null
+  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  kill -9 "$pid" 2>/dev/null; rm -f "$f"
+fi
+if "$SAM_K8S_BIN/kind" get clusters 2>/dev/null | grep -qx "$SAM_KIND_CLUSTER"; then
+  quiet "$STATE/logs/kind-delete.log" "$SAM_K8S_BIN/kind" delete cluster --name "$SAM_KIND_CLUSTER" \
+    --kubeconfig "$STATE/kubeconfig"
+fi
+if [[ -f $STATE/created-podman-network ]] && podman network exists kind; then
+  if [[ -z $(podman ps -aq --filter network=kind) ]]; then podman network rm kind >/dev/null; rm -f "$STATE/created-podman-network"
+  else kind_log "podman network kind still has containers: kept"; fi
+fi
+if [[ -f $STATE/sysctls ]]; then
+  while IFS='=' read -r key value; do
+    [[ $(sysctl -n "$key") == "$value" ]] || sysctl -q -w "$key=$value" >/dev/null
+  done <"$STATE/sysctls"
+  rm -f "$STATE/sysctls"
+fi
+if [[ -f $STATE/created-lib-modules ]]; then rmdir /lib/modules 2>/dev/null; rm -f "$STATE/created-lib-modules"; fi
+if [[ ${SAM_KIND_REMOVE_IMAGES:-0} == 1 ]]; then
+  podman images --format '{{.Repository}}:{{.Tag}}' | grep -E '^(localhost/sam/|ghcr.io/sam-operator/|registry.k8s.io/)' \
+    | xargs -r podman rmi -f >/dev/null
+fi
+kind_log "kind cluster $SAM_KIND_CLUSTER removed"

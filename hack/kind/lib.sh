@@ -1,0 +1,41 @@
+# Shared settings of the kind scripts (sourced): versions, caches, podman's settings on this host, image names.
+# shellcheck shell=bash
+KIND_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$KIND_DIR/../.." && pwd)
+# shellcheck source=hack/versions.sh
+source "$KIND_DIR/../versions.sh"
+SAM_KIND_CACHE=${SAM_KIND_CACHE:-$HOME/.cache/sam-operator/kind}
+# podman, not docker: kind's docker provider cannot start a node on a host without CAP_SYS_RESOURCE (docker's
+# --privileged asks for every capability), podman's asks only for the bounding set. runc, not crun: crun refuses
+# this hybrid cgroup v1/v2 host. No daemon: podman is a plain process per command.
+export CONTAINERS_CONF=$KIND_DIR/containers.conf
+export KIND_EXPERIMENTAL_PROVIDER=podman
+SAM_KIND_CLUSTER=${SAM_KIND_CLUSTER:-sam-kind}
+NODE_IMAGE=localhost/sam/kind-node:$K8S_VERSION
+BASE_IMAGE=localhost/sam/debian-python:bookworm
+NODE_BASE_IMAGE=localhost/sam/debian-node:bookworm
+BUSYBOX_IMAGE=localhost/sam/busybox:1
+# What kubeadm v1.34 deploys; built here from the same sources (etcd: ours, named by its own version).
+ETCD_IMAGE_TAG=${ETCD_VERSION#v}
+COREDNS_IMAGE=registry.k8s.io/coredns/coredns:$COREDNS_VERSION
+PAUSE_IMAGE=registry.k8s.io/pause:3.10.1
+LOCAL_PATH_IMAGE=localhost/sam/local-path-provisioner:$LOCAL_PATH_VERSION
+
+kind_log() { printf '[%s %(%H:%M:%S)T] %s\n' "${KIND_LOG_TAG:-kind}" -1 "$*"; }
+# Runs a noisy step with its output in a log file; prints the log's tail only when it fails.
+quiet() { # log-file command...
+  local logf=$1; shift
+  mkdir -p "$(dirname "$logf")"
+  if ! "$@" >"$logf" 2>&1; then
+    echo "failed: $* (log: $logf)" >&2; tail -n 40 "$logf" >&2; return 1
+  fi
+}
+image_exists() { podman image exists "$1"; }
+debian_mirror() { awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || echo http://deb.debian.org/debian; }
+# The host sysctls a kind node changes (kubelet's kernel tunables; netavark's IP forwarding).
+kind_host_sysctls() {
+  echo vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys \
+    kernel.keys.root_maxbytes net.ipv4.ip_forward
+}
+project_version() { python3 -c 'import tomllib; print(tomllib.load(open("'"$REPO_DIR"'/pyproject.toml","rb"))["project"]["version"])'; }
+kind_node() { echo "$SAM_KIND_CLUSTER-control-plane"; }

@@ -21,7 +21,7 @@ test: setup ## Run every test: unit, contract, integration and end to end on a r
 	bash hack/run-tests.sh
 
 test-unit: ## Run the tests that need no cluster
-	bash hack/run-tests.sh -m "not cluster and not e2e"
+	bash hack/run-tests.sh -m "not cluster and not e2e and not kind"
 
 lint: ## ruff and mypy
 	.venv/bin/ruff check .

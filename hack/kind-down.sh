@@ -12,7 +12,9 @@ if [[ -f $f ]]; then
   for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
   kill -9 "$pid" 2>/dev/null; rm -f "$f"
 fi
+existed=0
 if "$SAM_K8S_BIN/kind" get clusters 2>/dev/null | grep -qx "$SAM_KIND_CLUSTER"; then
+  existed=1
   quiet "$STATE/logs/kind-delete.log" "$SAM_K8S_BIN/kind" delete cluster --name "$SAM_KIND_CLUSTER" \
     --kubeconfig "$STATE/kubeconfig"
 fi
@@ -31,4 +33,4 @@ if [[ ${SAM_KIND_REMOVE_IMAGES:-0} == 1 ]]; then
   podman images --format '{{.Repository}}:{{.Tag}}' | grep -E '^(localhost/sam/|ghcr.io/sam-operator/|registry.k8s.io/)' \
     | xargs -r podman rmi -f >/dev/null
 fi
-kind_log "kind cluster $SAM_KIND_CLUSTER removed"
+if [[ $existed == 1 ]]; then kind_log "kind cluster $SAM_KIND_CLUSTER removed"; else kind_log "no kind cluster $SAM_KIND_CLUSTER"; fi

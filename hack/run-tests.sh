@@ -1,12 +1,28 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (unit, contract, integration on the real local cluster, end to end),
-# then checks that no process this run started is still running. Extra args go to pytest.
+# Runs the whole test suite (unit, contract, integration on the local kwok cluster, end to end, and the real-pods
+# suite on a kind cluster it creates), then checks that this run left nothing behind: no process it started, and
+# no container, podman network, kind cluster or host sysctl that differs from before. Extra args go to pytest.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=hack/kind/lib.sh
+source hack/kind/lib.sh
 # Every process the tests start inherits this marker, so the leftover check below finds exactly this run's
 # processes (and not those of a demo or another test run on the same machine).
 SAM_TEST_RUN_ID="run-$$-$(date +%s%N)"
 export SAM_TEST_RUN_ID
+
+host_state() { # what a kind run may leave behind on the host, one line per thing
+  if command -v podman >/dev/null; then
+    podman ps -a --format 'container {{.Names}}' 2>/dev/null | sort
+    podman network ls --format 'network {{.Name}}' 2>/dev/null | sort
+  fi
+  [[ -x $SAM_K8S_BIN/kind ]] && "$SAM_K8S_BIN/kind" get clusters 2>/dev/null | sed 's/^/kind-cluster /'
+  for s in $(kind_host_sysctls); do printf 'sysctl %s=%s\n' "$s" "$(sysctl -n "$s" 2>/dev/null)"; done
+  [[ -e /lib/modules ]] && echo "path /lib/modules"
+  return 0
+}
+before=$(host_state)
+
 .venv/bin/python -m pytest "$@"
 rc=$?
 if [[ $rc == 5 ]]; then echo "pytest collected no tests" >&2; rc=1; fi
@@ -23,5 +39,12 @@ if [[ -n $leftovers ]]; then
   echo "processes left running after the tests:" >&2; echo "$leftovers" >&2; rc=1
 else
   echo "no test processes left running"
+fi
+after=$(host_state)
+if [[ $before != "$after" ]]; then
+  echo "the host differs from before the tests (containers, podman networks, kind clusters, sysctls):" >&2
+  diff <(echo "$before") <(echo "$after") >&2; rc=1
+else
+  echo "no container, podman network, kind cluster or sysctl change left behind"
 fi
 exit $rc

@@ -26,7 +26,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.e2e, pytest.mark.slow]
 
 def _demo_env(demo_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "DEMO_IMAGE")}
-    return {**env, "DEMO_DIR": str(demo_dir), "DEMO_KEEP": "1", "NO_PROXY": "127.0.0.1,localhost"}
+    # The kwok-simulated demo. (make demo's default where containers run, the kind demo, takes a cluster of its own
+    # and minutes of image loading; tests/kind drives the same real-pods path.)
+    return {**env, "DEMO_DIR": str(demo_dir), "DEMO_KEEP": "1", "NO_PROXY": "127.0.0.1,localhost",
+            "SAM_DEMO_KWOK": "1"}
 
 
 def _pid_entries(demo_dir: Path) -> list[dict[str, Any]]:

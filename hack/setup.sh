@@ -1,20 +1,34 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for sam-operator, idempotently (fast when everything is already there):
-# system packages, the Python virtualenv with the project installed, and the local cluster's toolchain.
+# system packages (including what real containers need: podman, runc, mmdebstrap...), the Python virtualenv with
+# the project installed, and the cluster toolchain built from Go modules. Noisy output goes to
+# ~/.cache/sam-operator/logs/, with one progress line per step here.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 log() { printf '[setup] %s\n' "$*"; }
+LOGS=$HOME/.cache/sam-operator/logs; mkdir -p "$LOGS"
+quiet() { # log-file command...: the command's output goes to the log, shown only when it fails
+  local logf=$1; shift
+  if ! "$@" >"$logf" 2>&1; then echo "[setup] failed: $* (log: $logf)" >&2; tail -n 40 "$logf" >&2; return 1; fi
+}
 
+# command:package. podman runs the kind cluster's node and builds the images (no daemon: each podman command is a
+# process of its own); runc because crun refuses this kind of hybrid cgroup host; mmdebstrap makes the base images
+# from Debian's packages; busybox-static is the tiny image for the CNI installer and the volume helper pods.
 need_apt=()
-for tool in openssl:openssl curl:curl promtool:prometheus; do
-  command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool#*:}")
+for tool in openssl:openssl curl:curl promtool:prometheus podman:podman runc:runc netavark:netavark \
+            mmdebstrap:mmdebstrap busybox:busybox-static newuidmap:uidmap iptables:iptables gcc:gcc; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || [[ -x /usr/lib/podman/${tool%%:*} ]] || need_apt+=("${tool#*:}")
 done
+[[ -x /usr/lib/cni/bridge ]] || need_apt+=(containernetworking-plugins)
+[[ -f /usr/lib/x86_64-linux-gnu/libc.a || -f /usr/lib/aarch64-linux-gnu/libc.a ]] || need_apt+=(libc6-dev)
 if ((${#need_apt[@]})); then
-  log "installing system packages: ${need_apt[*]}"
+  log "installing system packages: ${need_apt[*]} (log: $LOGS/apt.log)"
   SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
-  $SUDO apt-get update -qq
+  quiet "$LOGS/apt-update.log" $SUDO apt-get -o DPkg::Lock::Timeout=300 update -qq
   # Debian's prometheus package starts a service on install where systemd runs; policy-rc.d keeps it off here.
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  quiet "$LOGS/apt.log" env DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -q \
+    --no-install-recommends "${need_apt[@]}"
 fi
 
 PY=${PYTHON:-python3}
@@ -24,12 +38,12 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [[ ! -f $stamp ]]; then
-  log "installing Python dependencies into .venv (torch is large: several minutes on a cold cache)"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  log "installing Python dependencies into .venv (torch is large: several minutes on a cold cache; log: $LOGS/pip.log)"
+  quiet "$LOGS/pip-upgrade.log" .venv/bin/pip install -q --upgrade pip
+  quiet "$LOGS/pip.log" .venv/bin/pip install -e '.[operator,inference,dev]'
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 
-log "building the local Kubernetes toolchain if missing (cold: about 6 minutes on 2 cores; cached afterwards)"
-bash hack/build-tools.sh
+log "building the cluster toolchain if missing (cold: about 10 minutes on 2 cores; cached afterwards; log: $LOGS/build-tools.log)"
+bash hack/build-tools.sh 2> "$LOGS/build-tools.log" || { tail -n 40 "$LOGS/build-tools.log" >&2; exit 1; }
 log "setup complete"

@@ -9,7 +9,7 @@ annotation values are strings, and a boolean annotation is *omitted* rather than
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection
+from collections.abc import Container
 
 from sam_operator.naming import dns1123_label
 from sam_operator.resources import OFFICIAL_VIT_H_SHA256, STOCK_CVAT_FUNCTION_NAME, SamModel
@@ -110,7 +110,7 @@ def derive_warnings(model: SamModel) -> list[str]:
     return warnings
 
 
-def allocate_http_port(key: str, taken: Collection[int], base: int, size: int) -> int | None:
+def allocate_http_port(key: str, taken: Container[int], base: int, size: int) -> int | None:
     """A stable direct-mode port for ``key`` (e.g. ``<namespace>/<name>``) in ``[base, base + size)``.
 
     Starts at ``base + sha256(key) % size`` and probes upward (wrapping) past ports in ``taken``, so the same key
@@ -119,9 +119,8 @@ def allocate_http_port(key: str, taken: Collection[int], base: int, size: int) -
     if size <= 0:
         return None
     start = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % size
-    taken_set = set(taken)
     for step in range(size):
         port = base + (start + step) % size
-        if port not in taken_set:
+        if port not in taken:
             return port
     return None

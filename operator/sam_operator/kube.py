@@ -6,13 +6,17 @@ to write (see :mod:`sam_operator.drift`), this module only carries it out.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from kubernetes.watch.watch import iter_resp_lines
 
 from sam_operator import metrics
 
@@ -35,23 +39,33 @@ def _bound_requests(api_client: client.ApiClient, timeout: tuple[float, float]) 
     rest.request = request
 
 
-def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
-    """In-cluster credentials when running in a pod, otherwise the kubeconfig (``KUBECONFIG`` or ~/.kube/config)."""
+def load_api_client(kubeconfig: str | None = None, pool_size: int = 32) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, otherwise the kubeconfig (``KUBECONFIG`` or ~/.kube/config).
+
+    ``pool_size`` connections are kept: one per watch plus one per worker, so none is opened per request."""
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
-        return client.ApiClient()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        return config.new_client_from_config(config_file=kubeconfig)
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
 
 
 class Kube:
-    """Thin, typed access to the API server for the reconciler (plain dicts in and out)."""
+    """Thin, typed access to the API server for the reconciler and the informers (plain dicts in and out).
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    Discovery is cached: ``has_api`` refreshes the discovery cache at most once per ``discovery_ttl`` seconds
+    (an API that appears, such as ServiceMonitor once prometheus-operator is installed, is noticed that late).
+    """
+
+    def __init__(self, api_client: client.ApiClient, discovery_ttl: float = 30.0) -> None:
         _bound_requests(api_client, REQUEST_TIMEOUT)
         self.api_client = api_client
         self.dynamic = dynamic.DynamicClient(api_client)
         self._discovery_lock = threading.RLock()
+        self._discovery_ttl = discovery_ttl
+        self._discovered_at = -float("inf")  # the first has_api refreshes (the client's cache file may be stale)
 
     def _resource(self, api_version: str, kind: str) -> Any:
         # The discovery cache is shared by the reconciles' threads, and has_api resets it: a search running
@@ -63,11 +77,42 @@ class Kube:
         """Whether the cluster serves this kind (e.g. ServiceMonitor only where prometheus-operator is installed)."""
         try:
             with self._discovery_lock:
-                self.dynamic.resources.invalidate_cache()
+                if time.monotonic() - self._discovered_at >= self._discovery_ttl:
+                    self.dynamic.resources.invalidate_cache()
+                    self._discovered_at = time.monotonic()
                 self._resource(api_version, kind)
             return True
         except ResourceNotFoundError:
             return False
+
+    def list_raw(self, api_version: str, kind: str, namespace: str = "",
+                 label_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        """Every object of ``kind`` (in ``namespace``, or the whole cluster) and the list's resourceVersion."""
+        resp = self._resource(api_version, kind).get(namespace=namespace or None, label_selector=label_selector,
+                                                     serialize=False, _request_timeout=(5.0, 60.0))
+        try:
+            data = json.loads(resp.data)
+        finally:
+            resp.release_conn()
+        return list(data.get("items") or []), str((data.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch_raw(self, api_version: str, kind: str, namespace: str, label_selector: str | None,
+                  resource_version: str, timeout_s: int) -> Iterator[dict[str, Any]]:
+        """Watch events (``{"type", "object"}`` dicts, BOOKMARKs included) from ``resource_version`` on.
+
+        The server ends the stream after ``timeout_s``; the client gives up ``15`` s later, so that a connection
+        that went silent is dropped and dialled again by the caller."""
+        resp = self._resource(api_version, kind).get(
+            namespace=namespace or None, label_selector=label_selector, watch=True,
+            resource_version=resource_version, allow_watch_bookmarks=True, timeout_seconds=timeout_s,
+            serialize=False, _request_timeout=(5.0, timeout_s + 15.0))
+        try:
+            for line in iter_resp_lines(resp):
+                if line:
+                    yield json.loads(line)
+        finally:
+            resp.close()
+            resp.release_conn()
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -104,13 +149,16 @@ class Kube:
         log.info("Deleted %s", kind, extra={"object": f"{namespace}/{name}"})
 
     def patch_status(self, group: str, version: str, plural: str, namespace: str, name: str,
-                     status: dict[str, Any]) -> None:
-        """Replace the custom object's status through the status subresource (JSON merge patch)."""
+                     status: dict[str, Any]) -> dict[str, Any] | None:
+        """Patch the custom object's status through the status subresource (JSON merge patch); return the
+        object as the API server stored it (None: it is gone)."""
         api = client.CustomObjectsApi(self.api_client)
         try:
-            api.patch_namespaced_custom_object_status(group, version, namespace, plural, name, {"status": status})
+            obj: dict[str, Any] = api.patch_namespaced_custom_object_status(
+                group, version, namespace, plural, name, {"status": status})
         except ApiException as exc:
             if exc.status == 404:  # deleted while we reconciled
-                return
+                return None
             raise
         metrics.WRITES.labels(kind="SamModel", verb="patch-status").inc()
+        return obj

@@ -1,17 +1,20 @@
-"""Orchestration: one idempotent reconcile of a SamModel — gather, render, apply what drifted, prune, status.
+"""Orchestration: one idempotent reconcile of a SamModel — render, apply what drifted, prune, status.
 
-Called by the kopf handlers (events of the SamModel and its children) and by the periodic resync. The order is
-fixed: read the SamModel, render the desired children (pure), apply those whose live copy lacks a rendered field,
-delete children that are no longer desired, then derive status from live state and write it only if it changed.
+Called by the work queue's workers (:mod:`sam_operator.controller`), at most once at a time per SamModel. Reads
+come from the watch-fed :class:`~sam_operator.store.Store` (a kind whose informer is not available, for lack of
+RBAC or of the API, is read with a GET instead), so the cost of one reconcile does not depend on how many other
+SamModels exist. The order is fixed: take the SamModel from the store, render the desired children (pure),
+apply those whose live copy lacks a rendered field, delete children that are no longer desired, then derive
+status from live state and write it only if it changed. Every write's response goes back into the store.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,9 +23,11 @@ from kubernetes.client.exceptions import ApiException
 from sam_operator import conditions, metrics, naming, resources
 from sam_operator.drift import needs_apply
 from sam_operator.kube import Kube
+from sam_operator.ports import PortBook, status_port
 from sam_operator.render import build_children, owner_reference
 from sam_operator.settings import OperatorSettings
 from sam_operator.status import Observed, derive_status
+from sam_operator.store import Key, Store
 
 log = logging.getLogger(__name__)
 
@@ -47,76 +52,67 @@ class ReconcileResult:
 
 
 class Reconciler:
-    """Holds the API access and settings; serialises reconciles of the same SamModel."""
+    """Reconciles one SamModel at a time from the store; the work queue makes sure no key runs twice at once.
 
-    def __init__(self, kube: Kube, settings: OperatorSettings) -> None:
+    ``watched(kind)`` says whether the store holds ``kind`` (its informer listed it); ``requeue(key)`` asks for
+    another pass of a SamModel (one that must give up a direct-mode port this one keeps).
+    """
+
+    def __init__(self, kube: Kube, settings: OperatorSettings, store: Store | None = None,
+                 ports: PortBook | None = None, watched: Callable[[str], bool] = lambda kind: False,
+                 requeue: Callable[[Key], None] = lambda key: None) -> None:
         self.kube = kube
         self.settings = settings
+        self.store = store or Store()
+        self.ports = ports or PortBook()
+        self.watched = watched
+        self.requeue = requeue
         self.reconcile_count = 0
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-        self._conditions: dict[tuple[str, str], dict[str, str]] = {}
-
-    def _lock(self, namespace: str, name: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault((namespace, name), threading.Lock())
+        self._conditions: dict[Key, dict[str, str]] = {}
+        for type_ in conditions.CONDITION_TYPES:  # every series exists from the start, at 0
+            for value in ("True", "False", "Unknown"):
+                metrics.SAMMODELS.labels(condition=type_, status=value)
 
     def forget(self, namespace: str, name: str) -> None:
-        with self._locks_guard:
-            self._locks.pop((namespace, name), None)
-            self._conditions.pop((namespace, name), None)
-            self._export_condition_counts()
+        self.ports.forget((namespace, name))
+        self._record_conditions(namespace, name, None)
 
     def _record_conditions(self, namespace: str, name: str, status: dict[str, Any] | None) -> None:
-        """Remember this SamModel's conditions (None: it is gone) and re-export the counts."""
-        with self._locks_guard:
-            if status is None:
-                self._conditions.pop((namespace, name), None)
-            else:
-                self._conditions[(namespace, name)] = {
-                    c["type"]: c["status"] for c in status.get("conditions") or [] if "type" in c and "status" in c
-                }
-            self._export_condition_counts()
+        """Remember this SamModel's conditions (None: it is gone) and move the per-condition counts."""
+        key = (namespace, name)
+        new = {} if status is None else {
+            c["type"]: c["status"] for c in status.get("conditions") or [] if "type" in c and "status" in c}
+        old = self._conditions.pop(key, {}) if status is None else self._conditions.get(key, {})
+        if status is not None:
+            self._conditions[key] = new
+        for type_, value in old.items():
+            if new.get(type_) != value:
+                metrics.SAMMODELS.labels(condition=type_, status=value).dec()
+        for type_, value in new.items():
+            if old.get(type_) != value:
+                metrics.SAMMODELS.labels(condition=type_, status=value).inc()
 
-    def _export_condition_counts(self) -> None:
-        """``sam_operator_sammodels{condition,status}``: how many SamModels are in each condition state."""
-        counts: dict[tuple[str, str], int] = {
-            (t, s): 0 for t in conditions.CONDITION_TYPES for s in ("True", "False", "Unknown")
-        }
-        for conds in self._conditions.values():
-            for type_, status in conds.items():
-                counts[(type_, status)] = counts.get((type_, status), 0) + 1
-        for (type_, status), count in counts.items():
-            metrics.SAMMODELS.labels(condition=type_, status=status).set(count)
-
-    def reconcile_all(self, namespaces: Iterable[str] = ()) -> None:
-        for body in self._list_sammodels(namespaces):
-            meta = body["metadata"]
-            self.reconcile_safely(meta["namespace"], meta["name"])
-
-    def reconcile_safely(self, namespace: str, name: str) -> ReconcileResult | None:
-        """Reconcile and record the outcome; API errors are logged and retried by the next event or resync."""
+    def reconcile_safely(self, namespace: str, name: str) -> bool:
+        """Reconcile and record the outcome; a failure is logged and False returned (the caller retries later)."""
         started = time.monotonic()
         try:
-            with self._lock(namespace, name):
-                result = self.reconcile(namespace, name)
+            self.reconcile(namespace, name)
         except ApiException as exc:
             metrics.RECONCILES.labels(result="error").inc()
-            log.warning("Reconcile failed: %s %s", exc.status, exc.reason,
-                        extra={"object": f"{namespace}/{name}"})
-            return None
+            log.warning("Reconcile failed: %s %s", exc.status, exc.reason, extra={"object": f"{namespace}/{name}"})
+            return False
         except Exception:
             metrics.RECONCILES.labels(result="error").inc()
             log.exception("Reconcile failed", extra={"object": f"{namespace}/{name}"})
-            return None
+            return False
         finally:
             metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
         self.reconcile_count += 1
         metrics.RECONCILES.labels(result="success").inc()
-        return result
+        return True
 
     def reconcile(self, namespace: str, name: str) -> ReconcileResult | None:
-        body = self.kube.get(resources.API_VERSION, resources.KIND, namespace, name)
+        body = self._read(resources.API_VERSION, resources.KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self._record_conditions(namespace, name, None)
             return None  # gone or going: owner references clean up the children
@@ -134,17 +130,32 @@ class Reconciler:
         for child in desired:
             child["metadata"].setdefault("namespace", namespace)
             child["metadata"]["ownerReferences"] = [owner]
-            live = self.kube.get(child["apiVersion"], child["kind"], namespace, child["metadata"]["name"])
+            live = self._read(child["apiVersion"], child["kind"], namespace, child["metadata"]["name"])
             if needs_apply(child, live):
-                self.kube.apply(child)
+                stored = self.kube.apply(child)
+                if self.watched(child["kind"]):
+                    self.store.put(child["kind"], stored)
                 applied.append(f"{child['kind']}/{child['metadata']['name']}")
         deleted = self._prune(body, desired, has_service_monitor_api)
-        observed = self._observe(body, parsed)
-        status = derive_status(body, observed, datetime.now(UTC), self.settings)
+        observed = self._observe(parsed)
+        key = (namespace, name)
+        with self.ports.lock:  # the port decision and the status derived from it are one step
+            taken = self.ports.holding(key, body)
+            status = derive_status(body, dataclass_replace(observed, taken_http_ports=taken),
+                                   datetime.now(UTC), self.settings)
+            juniors = self.ports.decide(key, status_port({"status": status}))
+        for junior in juniors:
+            self.requeue(junior)
         self._record_conditions(namespace, name, status)
         return ReconcileResult(applied, deleted, self._write_status(body, status))
 
     # ---- helpers -------------------------------------------------------------------------------------------
+    def _read(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The live object: from the store when its kind is watched, else a GET."""
+        if self.watched(kind):
+            return self.store.get(kind, namespace, name)
+        return self.kube.get(api_version, kind, namespace, name)
+
     def _prune(self, body: dict[str, Any], desired: list[dict[str, Any]], has_sm_api: bool) -> list[str]:
         namespace, uid = body["metadata"]["namespace"], body["metadata"]["uid"]
         wanted = {(c["kind"], c["metadata"]["name"]) for c in desired}
@@ -156,67 +167,45 @@ class Reconciler:
             for child_name in candidates:
                 if (kind, child_name) in wanted:
                     continue
-                live = self.kube.get(api_version, kind, namespace, child_name)
+                live = self._read(api_version, kind, namespace, child_name)
                 owners = (live or {}).get("metadata", {}).get("ownerReferences") or []
                 if live and any(o.get("uid") == uid for o in owners):
                     self.kube.delete(api_version, kind, namespace, child_name)
+                    if self.watched(kind):
+                        self.store.delete(kind, namespace, child_name)
                     deleted.append(f"{kind}/{child_name}")
         return deleted
 
-    def _observe(self, body: dict[str, Any], model: resources.SamModel) -> Observed:
+    def _observe(self, model: resources.SamModel) -> Observed:
         name, namespace = model.name, model.namespace
-        deployment = self.kube.get("apps/v1", "Deployment", namespace, naming.child_name(name))
-        selector = f"app.kubernetes.io/instance={naming.instance_label_value(name)},app.kubernetes.io/component=encoder"
-        pods = self.kube.list("v1", "Pod", namespace, label_selector=selector)
+        deployment = self._read("apps/v1", "Deployment", namespace, naming.child_name(name))
+        if self.watched("Pod"):
+            pods = self.store.pods(namespace, name)
+        else:
+            selector = (f"app.kubernetes.io/instance={naming.instance_label_value(name)},"
+                        "app.kubernetes.io/component=encoder")
+            pods = self.kube.list("v1", "Pod", namespace, label_selector=selector)
+        pods = [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(
+            "app.kubernetes.io/component") == "encoder"]
         pvc = None
         if model.spec.cache.shared_volume.enabled:
-            pvc = self.kube.get("v1", "PersistentVolumeClaim", namespace, naming.pvc_name(name))
-        return Observed(deployment=deployment, pods=pods, pvc=pvc, taken_http_ports=self._taken_ports(body))
-
-    def _list_sammodels(self, namespaces: Iterable[str] = ()) -> list[dict[str, Any]]:
-        names = list(namespaces)
-        if not names:
-            return self.kube.list(resources.API_VERSION, resources.KIND, namespace="")
-        return [b for ns in names for b in self.kube.list(resources.API_VERSION, resources.KIND, namespace=ns)]
-
-    def _taken_ports(self, body: dict[str, Any]) -> frozenset[int]:
-        """Direct-mode ports this SamModel must not use: those of the other SamModels.
-
-        Two SamModels reconciled concurrently (e.g. all at once after an operator start) can both pick the same
-        free port. So a kept port is checked too: when another SamModel holds the same port, the senior one
-        (older, then by namespace/name) keeps it and the junior one moves, which converges on distinct ports.
-        """
-        meta = body["metadata"]
-        if not meta.get("uid"):
-            return frozenset()
-        mine = ((body.get("status") or {}).get("cvat") or {}).get("httpPort")
-        taken: set[int] = set()
-        for other in self._list_sammodels(self.settings.namespaces):
-            port = ((other.get("status") or {}).get("cvat") or {}).get("httpPort")
-            if other["metadata"]["uid"] == meta["uid"] or not isinstance(port, int):
-                continue
-            if port == mine and _seniority(body) < _seniority(other):
-                continue  # we keep it; the other one moves on its own reconcile
-            taken.add(port)
-        return frozenset(taken)
+            pvc = self._read("v1", "PersistentVolumeClaim", namespace, naming.pvc_name(name))
+        return Observed(deployment=deployment, pods=pods, pvc=pvc)
 
     def _write_status(self, body: dict[str, Any], status: dict[str, Any]) -> bool:
         if (body.get("status") or {}) == status:
             return False
         meta = body["metadata"]
-        self.kube.patch_status(resources.GROUP, resources.VERSION, resources.PLURAL, meta["namespace"],
-                               meta["name"], _with_removals(body.get("status") or {}, status))
+        stored = self.kube.patch_status(resources.GROUP, resources.VERSION, resources.PLURAL, meta["namespace"],
+                                        meta["name"], _with_removals(body.get("status") or {}, status))
+        if stored is not None and self.watched(resources.KIND):
+            changed, _ = self.store.put(resources.KIND, stored)
+            if changed:
+                self.ports.observe((meta["namespace"], meta["name"]), stored)
         ready = conditions.find_condition(status.get("conditions"), conditions.READY)
         log.info("Updated status", extra={"object": f"{meta['namespace']}/{meta['name']}",
                                           "ready": (ready or {}).get("status")})
         return True
-
-
-def _seniority(body: dict[str, Any]) -> tuple[str, str, str, str]:
-    """Sort key: who keeps a contested direct-mode port (the smallest key wins)."""
-    meta = body["metadata"]
-    return (str(meta.get("creationTimestamp") or "~"), str(meta.get("namespace", "")), str(meta.get("name", "")),
-            str(meta.get("uid", "")))
 
 
 def _with_removals(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ changes), so the caller writes status only when it differs from what is stored. 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,8 +46,8 @@ class Observed:
     pods: Sequence[Mapping[str, Any]] = ()
     events: Sequence[Mapping[str, Any]] = ()
     pvc: Mapping[str, Any] | None = None
-    #: Direct-mode ports held by *other* SamModels (their ``status.cvat.httpPort``).
-    taken_http_ports: frozenset[int] = field(default_factory=frozenset)
+    #: Direct-mode ports this SamModel must not use: held by *other* SamModels (see ``ports.PortBook``).
+    taken_http_ports: Container[int] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ def _live_pods(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def _cvat_status(
-    model: SamModel, previous: Mapping[str, Any], settings: OperatorSettings, taken: frozenset[int]
+    model: SamModel, previous: Mapping[str, Any], settings: OperatorSettings, taken: Container[int]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "enabled": model.spec.cvat.enabled,

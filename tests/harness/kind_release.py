@@ -73,7 +73,7 @@ def encoder_image() -> str:
 
 
 def tiny_sammodel(name: str, checkpoint: Checkpoint, mode: str, replicas: int, *, sha256: str | None = None,
-                  memory_limit: str = "2Gi") -> dict[str, Any]:
+                  memory_limit: str = "2Gi", memory_request: str = "256Mi") -> dict[str, Any]:
     return {
         "apiVersion": "samoperator.io/v1alpha1", "kind": "SamModel", "metadata": {"name": name},
         "spec": {
@@ -81,7 +81,7 @@ def tiny_sammodel(name: str, checkpoint: Checkpoint, mode: str, replicas: int, *
                                                            "sha256": sha256 or checkpoint.sha256}},
             "runtime": {"device": "cpu", "maxBatchSize": 2},
             # Small requests: every encoder of the suite fits on the one 2-core node.
-            "resources": {"gpus": 0, "requests": {"cpu": "50m", "memory": "256Mi"},
+            "resources": {"gpus": 0, "requests": {"cpu": "50m", "memory": memory_request},
                           "limits": {"memory": memory_limit}},
             "replicas": replicas,
             "cvat": {"mode": mode, "displayName": f"Tiny SAM ({mode}, real pods)"},

@@ -64,7 +64,7 @@ def release(kind: Kind) -> Iterator[Release]:
     namespace = restricted_namespace(cluster, "sam-system")
     helm(cluster, "install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout", "5m",
          "--set", "image.pullPolicy=Never", "--set", "operator.encoderImage.pullPolicy=Never",
-         "--set", "operator.logFormat=text")
+         "--set", "operator.logFormat=plain")
     yield Release(namespace, f"{RELEASE}-sam-operator-gateway",
                   f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator",
                   f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=gateway")

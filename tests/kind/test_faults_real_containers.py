@@ -108,7 +108,8 @@ def test_a_wrong_sha256_fails_the_fetch_init_container_and_says_so(
 
 def test_a_memory_limit_too_small_is_oomkilled_and_shown_in_the_status(
         kind: Kind, models_namespace: str, checkpoint: Checkpoint) -> None:
-    kind.cluster.apply(tiny_sammodel("too-small", checkpoint, "masks", 1, memory_limit="160Mi"), models_namespace)
+    kind.cluster.apply(tiny_sammodel("too-small", checkpoint, "masks", 1, memory_limit="160Mi",
+                                    memory_request="160Mi"), models_namespace)
 
     def oom_killed() -> dict[str, Any] | None:
         for pod in pods(kind.cluster, models_namespace, "app.kubernetes.io/instance=too-small"):

@@ -15,6 +15,11 @@ fi
 existed=0
 if "$SAM_K8S_BIN/kind" get clusters 2>/dev/null | grep -qx "$SAM_KIND_CLUSTER"; then
   existed=1
+  # The node container's memory high-water mark (cgroup v1 counts page cache too, e.g. image imports).
+  cg=/sys/fs/cgroup/memory$(podman inspect --format '{{.State.CgroupPath}}' "$(kind_node)" 2>/dev/null)
+  if [[ -r $cg/memory.max_usage_in_bytes ]]; then
+    kind_log "node $(kind_node): peak memory $(numfmt --to=iec "$(cat "$cg/memory.max_usage_in_bytes")") (with page cache), rss now $(numfmt --to=iec "$(awk '$1=="total_rss"{print $2}' "$cg/memory.stat")")"
+  fi
   quiet "$STATE/logs/kind-delete.log" "$SAM_K8S_BIN/kind" delete cluster --name "$SAM_KIND_CLUSTER" \
     --kubeconfig "$STATE/kubeconfig"
 fi

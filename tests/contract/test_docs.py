@@ -153,3 +153,24 @@ def test_the_operator_image_keeps_every_dependency_the_operator_imports() -> Non
     provided = {"yaml": "pyyaml", "prometheus_client": "prometheus-client", "pydantic_settings": "pydantic-settings",
                 "multidict": "aiohttp"}
     assert {provided.get(name, name) for name in third_party} <= installed, third_party
+
+
+def test_the_images_built_here_are_the_chart_and_operator_defaults() -> None:
+    """hack/build-images.sh tags ghcr.io/sam-operator/sam-<name>:<version>: a helm install with no image values
+    and the operator's own default encoder image run exactly what was built."""
+    import tomllib
+
+    from sam_operator.settings import OperatorSettings
+
+    script = (ROOT / "hack" / "build-images.sh").read_text()
+    assert 'image_ref() { echo "ghcr.io/sam-operator/sam-$1"; }' in script
+    assert re.search(r"^\s+operator\) build operator operator/Dockerfile", script, re.M)
+    assert re.search(r"^\s+inference\) build inference inference/Dockerfile", script, re.M)
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    chart = yaml.safe_load((ROOT / "charts" / "sam-operator" / "Chart.yaml").read_text())
+    values = yaml.safe_load((ROOT / "charts" / "sam-operator" / "values.yaml").read_text())
+    assert chart["appVersion"] == version
+    assert (values["image"]["repository"], values["image"]["tag"]) == ("ghcr.io/sam-operator/sam-operator", "")
+    assert values["operator"]["encoderImage"]["repository"] == "ghcr.io/sam-operator/sam-inference"
+    assert values["operator"]["encoderImage"]["tag"] == ""  # empty: the chart's appVersion
+    assert OperatorSettings().encoder_image == f"ghcr.io/sam-operator/sam-inference:{version}"

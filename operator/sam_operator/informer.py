@@ -64,6 +64,9 @@ class Informer:
         failures = 0
         while not self._stop.is_set():
             try:
+                if not self.available and not self.kube.may_watch(self.api_version, self.kind, self.namespace):
+                    self._unavailable("RBAC grants no list/watch", logging.WARNING)
+                    continue
                 version = self._relist()
                 failures = 0
                 while not self._stop.is_set():

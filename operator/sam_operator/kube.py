@@ -65,7 +65,7 @@ class Kube:
         self.dynamic = dynamic.DynamicClient(api_client)
         self._discovery_lock = threading.RLock()
         self._discovery_ttl = discovery_ttl
-        self._discovered_at = -float("inf")  # the first has_api refreshes (the client's cache file may be stale)
+        self._served: dict[tuple[str, str], tuple[bool, float]] = {}  # has_api's answers and when they were found
 
     def _resource(self, api_version: str, kind: str) -> Any:
         # The discovery cache is shared by the reconciles' threads, and has_api resets it: a search running
@@ -75,15 +75,35 @@ class Kube:
 
     def has_api(self, api_version: str, kind: str) -> bool:
         """Whether the cluster serves this kind (e.g. ServiceMonitor only where prometheus-operator is installed)."""
-        try:
-            with self._discovery_lock:
-                if time.monotonic() - self._discovered_at >= self._discovery_ttl:
-                    self.dynamic.resources.invalidate_cache()
-                    self._discovered_at = time.monotonic()
+        with self._discovery_lock:
+            known = self._served.get((api_version, kind))
+            if known is not None and time.monotonic() - known[1] < self._discovery_ttl:
+                return known[0]
+            # Refresh: the client's discovery re-fetches everything on a miss, so ask at most once per TTL.
+            self.dynamic.resources.invalidate_cache()
+            try:
                 self._resource(api_version, kind)
+                served = True
+            except ResourceNotFoundError:
+                served = False
+            self._served[(api_version, kind)] = (served, time.monotonic())
+            return served
+
+    def may_watch(self, api_version: str, kind: str, namespace: str = "") -> bool:
+        """Whether RBAC lets us list and watch ``kind`` (in ``namespace``, or cluster-wide), asked of the API server
+        (SelfSubjectAccessReview, which every authenticated user may create). Unknown: True (the list decides)."""
+        resource = self._resource(api_version, kind)
+        api = client.AuthorizationV1Api(self.api_client)
+        try:
+            for verb in ("list", "watch"):
+                review = api.create_self_subject_access_review(client.V1SelfSubjectAccessReview(
+                    spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=client.V1ResourceAttributes(
+                        group=resource.group or "", resource=resource.name, verb=verb, namespace=namespace or None))))
+                if not review.status.allowed:
+                    return False
+        except ApiException:
             return True
-        except ResourceNotFoundError:
-            return False
+        return True
 
     def list_raw(self, api_version: str, kind: str, namespace: str = "",
                  label_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:

@@ -61,6 +61,9 @@ class FakeKube:
         self.objects[("SamModel", namespace, name)] = body
         return body
 
+    def may_watch(self, api_version: str, kind: str, namespace: str = "") -> bool:
+        return True
+
     def list_raw(self, api_version: str, kind: str, namespace: str = "",
                  label_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
         self.calls["list_raw"] += 1

@@ -3,10 +3,10 @@
 - A key is queued at most once: events that arrive while it waits are coalesced into that one pass.
 - At most one reconcile per key is in flight; a key added while it runs is marked dirty and runs once more
   afterwards, so the newest state always gets its pass (the reconcile reads the store, not the event).
-- ``add`` is urgent (spec changes, deletions of children); ``add_after`` delays a key (children's and pods'
-  bursts of events are coalesced into one pass per SamModel; retries back off); ``add(urgent=False)`` is the
-  background lane of the periodic resync, served only when no urgent key waits, so a resync of many SamModels
-  never delays an edit.
+- Three lanes, served in order: ``add`` is urgent (a SamModel created or edited); ``add_after`` delays a key
+  into the middle lane (children's and pods' bursts of events are coalesced into one pass per SamModel; retries
+  back off); ``add(urgent=False)`` is the background lane of the periodic resync. A resync of many SamModels,
+  or a storm of pod events, never delays an edit or a new SamModel.
 - Workers take nothing until ``open`` is called (the informers have listed everything: no reconcile acts on a
   half-filled store).
 """
@@ -24,17 +24,17 @@ from collections.abc import Callable, Hashable
 __all__ = ["WorkQueue"]
 
 log = logging.getLogger(__name__)
+URGENT, DELAYED, BACKGROUND = 0, 1, 2
 
 
 class WorkQueue:
     def __init__(self, handler: Callable[[Hashable], None], workers: int, name: str = "sam-reconcile") -> None:
         self._handler = handler
         self._cond = threading.Condition()
-        self._urgent: deque[Hashable] = deque()
-        self._background: deque[Hashable] = deque()
-        self._queued: dict[Hashable, bool] = {}  # key -> is it in the urgent lane
+        self._lanes: tuple[deque[Hashable], ...] = (deque(), deque(), deque())  # URGENT, DELAYED, BACKGROUND
+        self._queued: dict[Hashable, int] = {}  # key -> the lane it waits in
         self._active: set[Hashable] = set()
-        self._dirty: dict[Hashable, bool] = {}
+        self._dirty: dict[Hashable, int] = {}  # key -> the lane of its pass after the running one
         self._delayed: list[tuple[float, int, Hashable]] = []
         self._due: dict[Hashable, float] = {}  # key -> the due time of its live delayed entry
         self._seq = itertools.count()
@@ -49,11 +49,11 @@ class WorkQueue:
         with self._cond:
             if urgent:
                 self._due.pop(key, None)  # this pass covers the delayed one
-            self._enqueue(key, urgent)
+            self._enqueue(key, URGENT if urgent else BACKGROUND)
 
     def add_after(self, key: Hashable, delay: float) -> None:
         with self._cond:
-            if self._queued.get(key) or (key in self._active and key in self._dirty):
+            if self._queued.get(key, BACKGROUND) < BACKGROUND or (key in self._active and key in self._dirty):
                 return  # a pass is already coming
             due = time.monotonic() + delay
             if key in self._due and self._due[key] <= due:
@@ -82,35 +82,31 @@ class WorkQueue:
             return not self._queued and not self._due and not self._active
 
     # ---- internals ---------------------------------------------------------------------------------------------
-    def _enqueue(self, key: Hashable, urgent: bool) -> None:
+    def _enqueue(self, key: Hashable, lane: int) -> None:
         if key in self._active:
-            self._dirty[key] = self._dirty.get(key, False) or urgent
+            self._dirty[key] = min(lane, self._dirty.get(key, lane))
             return
-        if key in self._queued:
-            if urgent and not self._queued[key]:
-                self._queued[key] = True
-                self._urgent.append(key)
-                self._cond.notify()
+        if key in self._queued and self._queued[key] <= lane:
             return
-        self._queued[key] = urgent
-        (self._urgent if urgent else self._background).append(key)
+        self._queued[key] = lane  # new, or moved to a faster lane (the old entry is skipped when reached)
+        self._lanes[lane].append(key)
         self._cond.notify()
 
     def _promote_due(self) -> float | None:
-        """Move delayed keys that are due into the urgent lane; return seconds until the next one."""
+        """Move delayed keys that are due into their lane; return seconds until the next one."""
         now = time.monotonic()
         while self._delayed and self._delayed[0][0] <= now:
             due, _, key = heapq.heappop(self._delayed)
             if self._due.get(key) == due:
                 del self._due[key]
-                self._enqueue(key, True)
+                self._enqueue(key, DELAYED)
         return self._delayed[0][0] - now if self._delayed else None
 
     def _take(self) -> Hashable | None:
-        for lane, urgent in ((self._urgent, True), (self._background, False)):
+        for number, lane in enumerate(self._lanes):
             while lane:
                 key = lane.popleft()
-                if key in self._queued and self._queued[key] == urgent:
+                if self._queued.get(key) == number:
                     del self._queued[key]
                     return key
         return None

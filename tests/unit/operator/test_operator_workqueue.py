@@ -131,3 +131,17 @@ def test_a_failing_handler_does_not_kill_its_worker() -> None:
     wait(queue.idle)
     assert calls == ["bad", "good"]
     queue.stop()
+
+
+def test_a_new_or_edited_sammodel_overtakes_the_coalesced_child_events_of_others() -> None:
+    rec = Recorder()
+    queue = WorkQueue(rec, workers=1)
+    for i in range(5):
+        queue.add_after(f"pods-of-{i}", 0.0)  # due already: status refreshes after pod events
+    queue.add("created", urgent=True)
+    time.sleep(0.05)
+    queue.open()
+    wait(queue.idle)
+    assert rec.calls[0] == "created"
+    assert sorted(rec.calls[1:]) == [f"pods-of-{i}" for i in range(5)]
+    queue.stop()

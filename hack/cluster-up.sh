@@ -107,15 +107,10 @@ wait_for kube-controller-manager 60 curl -fsSk "https://127.0.0.1:$P_KCM/healthz
 wait_for kube-scheduler 60 curl -fsSk "https://127.0.0.1:$P_SCHED/healthz"
 log "kube-controller-manager and kube-scheduler healthy"
 
-S=$BIN/kwok-stages
-start kwok "$BIN/kwok" --kubeconfig="$KCFG" \
-  --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-  --node-ip=127.0.0.1 --node-name=localhost --cidr=10.244.0.0/16 --node-lease-duration-seconds=40 \
-  --server-address="127.0.0.1:$(free_port)" \
-  --config="$S/node/fast/node-initialize.yaml" \
-  --config="$S/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
-  --config="$S/pod/fast/pod-ready.yaml" --config="$S/pod/fast/pod-complete.yaml" \
-  --config="$S/pod/fast/pod-delete.yaml"
+# shellcheck source=hack/kwok-args.sh
+source "$HERE/kwok-args.sh"
+kwok_args "$KCFG" 10.244.0.0/16 "$(free_port)"
+start kwok "$BIN/kwok" "${KWOK_ARGS[@]}"
 
 wait_for "default serviceaccount" 60 k -n default get serviceaccount default
 [[ -n $NODES ]] && k apply -f "$NODES" >/dev/null

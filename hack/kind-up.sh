@@ -46,16 +46,11 @@ quiet "$STATE/logs/kind-create.log" "$B/kind" create cluster --name "$SAM_KIND_C
 step "kind create cluster $SAM_KIND_CLUSTER"
 
 # kwok on the host manages only the fake GPU nodes (annotation kwok.x-k8s.io/node=fake).
-S=$B/kwok-stages
+# shellcheck source=hack/kwok-args.sh
+source "$KIND_DIR/../kwok-args.sh"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-nohup "$B/kwok" --kubeconfig="$STATE/kubeconfig" \
-  --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-  --node-ip=127.0.0.1 --node-name=localhost --cidr=10.250.0.0/16 --node-lease-duration-seconds=40 \
-  --server-address="127.0.0.1:$(free_port)" \
-  --config="$S/node/fast/node-initialize.yaml" \
-  --config="$S/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
-  --config="$S/pod/fast/pod-ready.yaml" --config="$S/pod/fast/pod-complete.yaml" \
-  --config="$S/pod/fast/pod-delete.yaml" >"$STATE/logs/kwok.log" 2>&1 </dev/null &
+kwok_args "$STATE/kubeconfig" 10.250.0.0/16 "$(free_port)"
+nohup "$B/kwok" "${KWOK_ARGS[@]}" >"$STATE/logs/kwok.log" 2>&1 </dev/null &
 echo $! >"$STATE/pids/kwok.pid"
 K apply -f "$KIND_DIR/gpu-nodes.yaml" >/dev/null
 K wait --for=condition=Ready node --all --timeout=120s >/dev/null

@@ -35,6 +35,7 @@ from demo_lib import (
     live_pid_files,
     moved,
     run,
+    run_script,
     scrape,
     spawn,
     step,
@@ -94,18 +95,11 @@ class Demo:
                            "scheduler, kwok nodes)")
             self.kubeconfig = self.paths.cluster / "kubeconfig"
             self.paths.write_state(cluster="local", kubeconfig=str(self.kubeconfig))
-            import subprocess
 
             env = {**os.environ, "SAM_CLUSTER_DIR": str(self.paths.cluster)}
             for var in ("P_ETCD", "P_PEER", "P_API", "P_KCM", "P_SCHED"):
                 env.pop(var, None)
-            proc = subprocess.Popen(["bash", str(REPO / "hack" / "cluster-up.sh")], env=env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                info(line.rstrip())
-            if proc.wait() != 0:
-                raise DemoError("hack/cluster-up.sh failed (output above)")
+            run_script("cluster-up.sh", env)
         block(run([*self.kubectl, "get", "nodes", "-o", "custom-columns=NODE:.metadata.name,"
                    "READY:.status.conditions[?(@.type=='Ready')].status,GPUS:.status.allocatable.nvidia\\.com/gpu,"
                    "GPU-MODEL:.metadata.labels.nvidia\\.com/gpu\\.product"]))

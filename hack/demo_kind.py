@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from demo_cvat import decode_like_the_browser, image, invoke, save_outputs
-from demo_lib import REPO, DemoError, DemoPaths, block, bold, info, moved, run, scrape, step, wait
+from demo_lib import REPO, DemoError, DemoPaths, block, bold, info, moved, run, run_script, scrape, step, wait
 from harness.cluster import k8s_bin_dir
 from harness.kind import port_forward
 from harness.processes import free_port
@@ -58,13 +58,7 @@ def kind_env(paths: DemoPaths) -> dict[str, str]:
 
 def create_cluster(paths: DemoPaths) -> Path:
     step(1, STEPS, f"kind cluster {CLUSTER}: node image and product images built here, loaded into the node")
-    proc = subprocess.Popen(["bash", str(REPO / "hack" / "kind-up.sh")], env=kind_env(paths), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        info(line.rstrip())
-    if proc.wait() != 0:
-        raise DemoError("hack/kind-up.sh failed (output above)")
+    run_script("kind-up.sh", kind_env(paths))
     return paths.root / "kind" / "kubeconfig"
 
 
@@ -124,7 +118,7 @@ def apply_model(cluster: Cluster, url: str, sha: str) -> dict[str, Any]:
 
     wait("the SamModel to be Ready", ready, timeout=600)
     block(cluster.k("get", "sammodel", "-n", MODEL_NS))
-    pod = cluster.json("pods", "-n", MODEL_NS, "-l", SELECTOR)["items"][0]
+    pod: dict[str, Any] = cluster.json("pods", "-n", MODEL_NS, "-l", SELECTOR)["items"][0]
     for init in pod["status"]["initContainerStatuses"]:
         state = init["state"]["terminated"]
         info(f"init container {init['name']}: {state['reason']} (exit {state['exitCode']}), "

@@ -273,6 +273,17 @@ def run(argv: list[str], env: Mapping[str, str] | None = None, input: str | None
     return proc.stdout
 
 
+def run_script(script: str, env: Mapping[str, str]) -> None:
+    """Run ``hack/<script>``, showing each line it prints as a demo info line; DemoError if it fails."""
+    proc = subprocess.Popen(["bash", str(REPO / "hack" / script)], env=dict(env), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        info(line.rstrip())
+    if proc.wait() != 0:
+        raise DemoError(f"hack/{script} failed (output above)")
+
+
 def token_kubeconfig(kubectl: list[str], admin: Path, namespace: str, service_account: str, out: Path) -> Path:
     """A kubeconfig authenticating as the chart's ServiceAccount (bound token), so its RBAC is what we get."""
     token = run([*kubectl, "create", "token", service_account, "-n", namespace, "--duration=12h"]).strip()

@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pytest
-import torch
 from harness.cluster import Cluster, wait_for
 from harness.cvat import CvatClient, decode_cvat_rle, interactor_payload, synthetic_image
 from harness.gateway import Gateway
 from harness.model_server import CheckpointServer
 from harness.pods import PodProcess, PodRunner
 from harness.processes import http_get
+from harness.reference import assert_blob_decodes_to_the_pytorch_mask
 from harness.sam import get_sam, wait_condition
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -110,53 +109,19 @@ def test_discovery_lists_the_function_with_the_fields_cvat_reads(gateway: Gatewa
 
 def test_dashboard_blob_decoded_like_the_browser_matches_pytorch(
         gateway: Gateway, embedding_model: Deployed, checkpoint_server: CheckpointServer) -> None:
-    from sam_inference.model import load_sam
-    from segment_anything import SamPredictor
-    from segment_anything.utils.onnx import SamOnnxModel
-
     png, rgb = synthetic_image(seed=1)
-    click = [[160.0, 120.0], [60.0, 50.0]]
+    pos, neg = [[160.0, 120.0]], [[60.0, 50.0]]
     status, _, body = CvatClient(gateway.port).invoke_dashboard(
-        embedding_model.function, interactor_payload(png, pos=click[:1], neg=click[1:]))
+        embedding_model.function, interactor_payload(png, pos=pos, neg=neg))
     assert status == 200, body
     blob = base64.b64decode(body["blob"])
     assert len(blob) == 4_194_304
     embedding = np.frombuffer(blob, dtype="<f4").reshape(1, 256, 64, 64)
-
-    # The browser plugin's decoding (cvat-protocol §6.3): no padding point, coordinates scaled by 1024/max(W,H).
-    h, w = rgb.shape[:2]
-    scale = 1024 / max(w, h)
-    coords = (np.array([click], dtype=np.float32) * scale)
-    labels = np.array([[1, 0]], dtype=np.float32)
-    inputs = {"image_embeddings": embedding, "point_coords": coords, "point_labels": labels,
-              "orig_im_size": np.array([h, w], dtype=np.float32),
-              "mask_input": np.zeros((1, 1, 256, 256), dtype=np.float32), "has_mask_input": np.zeros(1, np.float32)}
     port = embedding_model.processes()[0].port
     code, decoder_bytes = http_get(f"http://127.0.0.1:{port}/v1/decoder.onnx")
     assert code == 200
-    session = ort.InferenceSession(decoder_bytes, providers=["CPUExecutionProvider"])
-    masks, _, _, xtl, ytl, xbr, ybr = session.run(None, inputs)
-    assert masks.dtype == np.uint8
-
-    # The same inputs through the PyTorch model: SamPredictor's embedding, upstream SamOnnxModel's decoder.
-    sam = load_sam("vit_tiny", checkpoint_server.path)
-    predictor = SamPredictor(sam)
-    predictor.set_image(rgb)
-    reference = predictor.get_image_embedding()
-    np.testing.assert_allclose(embedding, reference.numpy(), rtol=1e-4, atol=1e-4)
-    with torch.no_grad():
-        logits, _, _ = SamOnnxModel(sam, return_single_mask=True)(
-            reference, torch.from_numpy(coords), torch.from_numpy(labels),
-            torch.zeros(1, 1, 256, 256), torch.zeros(1), torch.tensor([h, w], dtype=torch.float32))
-    full = (logits[0, 0] > 0).numpy()
-    ys, xs = np.nonzero(full)
-    assert len(ys), "the reference mask is empty: choose another click"
-    assert (int(xtl), int(ytl), int(xbr), int(ybr)) == (xs.min(), ys.min(), xs.max(), ys.max())
-    expected = full[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.uint8)
-    got = masks[0, 0]
-    assert got.shape == expected.shape
-    agreement = (got == expected).mean()
-    assert agreement > 0.999, agreement
+    assert_blob_decodes_to_the_pytorch_mask(embedding, decoder_bytes, rgb, pos, neg, checkpoint_server.path,
+                                            embedding_tolerance=1e-4)
 
 
 def test_direct_mode_works_on_the_advertised_port_also_after_a_gateway_restart(

@@ -91,5 +91,6 @@ def build_predictor(settings: InferenceSettings) -> Predictor:
         checkpoint=settings.checkpoint_path,
         device=settings.device,
         precision=settings.precision,
+        engine=settings.engine,
         warm_up_batch=settings.max_batch_size,
     )

@@ -2,8 +2,9 @@
 
 Preprocessing is SamPredictor.set_image's, step for step (cvat-protocol §2.2): `ResizeLongestSide.apply_image`
 (PIL bilinear antialiased resize to longest side 1024), HWC→NCHW, `Sam.preprocess` (normalise, zero-pad to
-1024x1024), `image_encoder`. Batches concatenate those NCHW tensors. Reduced precision uses autocast and
-always returns float32. Mask decoding reuses `SamPredictor.predict` on a stored embedding.
+1024x1024), then the image encoder prepared by `engine` for the resolved plan (engine + precision, `auto`
+decided on the hardware found at load). Batches concatenate those NCHW tensors; the embedding is float32
+whatever the precision. Mask decoding reuses `SamPredictor.predict` on a stored embedding.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -21,13 +20,13 @@ from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from .engine.encoder import PreparedEncoder, build_encoder
+from .engine.plan import EngineChoice, EnginePlan, PrecisionChoice, resolve_plan
 from .model import load_sam
 from .predictor import EMBEDDING_SHAPE, Embedding, MaskResult, PreparedImage
 from .schemas import Prompts
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def use_multimask(prompts: Prompts) -> bool:
@@ -45,14 +44,18 @@ class SamEncoderPredictor:
         variant: str,
         checkpoint: Path,
         device: str = "cpu",
-        precision: str = "float32",
+        precision: PrecisionChoice = "float32",
         warm_up_batch: int = 1,
         model: Sam | None = None,
+        engine: EngineChoice = "torch",
     ) -> None:
         self.variant = variant
         self.checkpoint = Path(checkpoint)
         self.device_name = device
         self.precision = precision
+        self.engine = engine
+        self.plan: EnginePlan | None = None
+        self._encoder: PreparedEncoder | None = None
         self.warm_up_batch = warm_up_batch
         self._model: Sam | None = model
         self._transform = ResizeLongestSide(1024)
@@ -83,11 +86,13 @@ class SamEncoderPredictor:
                 return
             if self.device_name == "cuda" and not torch.cuda.is_available():
                 raise RuntimeError("SAM_INFERENCE_DEVICE=cuda but no CUDA device is available")
-            if self.precision not in _DTYPES:
-                raise ValueError(f"unknown precision {self.precision!r}")
+            plan = resolve_plan(self.engine, self.precision, self.device_name)
             if self._model is None:
                 self._model = load_sam(self.variant, self.checkpoint)
             self._model = self._model.to(self.device).eval()
+            self._encoder = build_encoder(self._model.image_encoder, plan)
+            self.plan = plan
+            log.info("Prepared encoder %s", plan.describe())
             self._ready = True
 
     def warm_up(self) -> None:
@@ -103,20 +108,16 @@ class SamEncoderPredictor:
         resized = self._transform.apply_image(image)  # exactly SamPredictor.set_image's resize
         return PreparedImage(data=resized, height=height, width=width)
 
-    def _autocast(self) -> Any:
-        if self.precision == "float32":
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
-
     @torch.inference_mode()
     def embed_batch(self, batch: Sequence[PreparedImage]) -> list[np.ndarray]:
         model = self.model
+        if self._encoder is None:
+            raise RuntimeError("model is not loaded")
         tensors = []
         for item in batch:
             image = torch.as_tensor(item.data, device=self.device).permute(2, 0, 1).contiguous()[None, :, :, :]
             tensors.append(model.preprocess(image))
-        with self._autocast():
-            features = model.image_encoder(torch.cat(tensors, dim=0))
+        features = self._encoder(torch.cat(tensors, dim=0))
         out = features.float().cpu().numpy()
         return [np.ascontiguousarray(out[i : i + 1], dtype=np.float32) for i in range(out.shape[0])]
 
@@ -150,5 +151,6 @@ class SamEncoderPredictor:
         with self._lock:
             self._ready = False
             self._model = None
+            self._encoder = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -15,7 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ModelVariant = Literal["vit_b", "vit_l", "vit_h", "vit_tiny"]
 ServiceMode = Literal["embedding", "masks"]
 Device = Literal["cuda", "cpu"]
-Precision = Literal["float32", "bfloat16", "float16"]
+Precision = Literal["auto", "float32", "bfloat16", "float16", "int8"]
+Engine = Literal["auto", "torch", "fused"]
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -35,7 +36,14 @@ class InferenceSettings(BaseSettings):
     decoder_path: Path | None = Field(None, description="CVAT-format decoder ONNX served at /v1/decoder.onnx.")
     mode: ServiceMode = Field("embedding", description="What POST / returns: CVAT blob or CVAT mask shapes.")
     device: Device = Field("cuda", description="Torch device; cuda falls back to an error, never silently.")
-    precision: Precision = Field("float32", description="Encoder compute precision (output is float32).")
+    engine: Engine = Field(
+        "auto", description="Encoder engine: torch (upstream modules) or fused (SDPA, blockwise rel-pos); auto = fused."
+    )
+    precision: Precision = Field(
+        "auto",
+        description="Encoder compute precision (output is float32); auto: the fastest that holds fidelity here "
+        "(cuda: bfloat16, else float16; cpu: int8 Linear layers with VNNI, bfloat16 with native bf16, else float32).",
+    )
     max_batch_size: int = Field(4, ge=1, description="Most images encoded in one forward pass.")
     batch_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits for more images.")
     max_queue: int = Field(32, ge=1, description="Images waiting for the encoder before 429.")

@@ -1,0 +1,119 @@
+"""Which encoder engine and precision a process runs: `auto` resolved against the device it finds.
+
+Pure decisions plus the hardware facts they need (CPU flags, CUDA bf16 support). `resolve_plan` is what
+`sam-inference serve` calls; the bench and GPU scripts call it too, so they measure what the service runs.
+
+Why these defaults (measured on the 2-core CI CPU, an AVX-512 VNNI Xeon without AVX512_BF16, ViT-B shapes):
+fp32 GEMM ~160-220 GFLOP/s, bf16 GEMM ~55-65 GFLOP/s (emulated: 3x *slower*), dynamic int8 GEMM (fbgemm,
+VNNI) ~300-580 GOP/s. So a CPU with VNNI gets int8 Linear layers, one with native bf16 (AVX512_BF16 or AMX)
+but no VNNI gets bf16, any other fp32. A GPU gets bf16 where it has it, else fp16. `bench/bench_engine.py`
+re-measures this on the machine at hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+Engine = Literal["torch", "fused"]
+EngineChoice = Literal["auto", "torch", "fused"]
+Precision = Literal["float32", "bfloat16", "float16", "int8"]
+PrecisionChoice = Literal["auto", "float32", "bfloat16", "float16", "int8"]
+
+ENGINES: tuple[EngineChoice, ...] = ("auto", "torch", "fused")
+PRECISIONS: tuple[PrecisionChoice, ...] = ("auto", "float32", "bfloat16", "float16", "int8")
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    """A resolved choice: `engine` is `torch` (upstream modules) or `fused` (SDPA attention, blockwise
+    rel-pos); `precision` is the compute precision of the encoder (the embedding is float32 either way)."""
+
+    engine: Engine
+    precision: Precision
+    device: str
+
+    def describe(self) -> str:
+        return f"{self.engine}/{self.precision} on {self.device}"
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """The x86 flags that decide the CPU precision."""
+
+    vnni: bool
+    native_bf16: bool
+
+    @classmethod
+    def from_flags(cls, flags: set[str]) -> CpuFeatures:
+        return cls(
+            vnni=bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}),
+            native_bf16=bool(flags & {"avx512_bf16", "amx_bf16"}),
+        )
+
+
+def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The `flags` of the first processor in /proc/cpuinfo (empty where it does not exist)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+@cache
+def cpu_features() -> CpuFeatures:
+    return CpuFeatures.from_flags(read_cpu_flags())
+
+
+def derive_cpu_precision(features: CpuFeatures, int8_kernels: bool) -> Precision:
+    """The fastest CPU precision that holds fidelity (cosine >= 0.99, tests/unit/inference/test_engine_*)."""
+    if features.vnni and int8_kernels:
+        return "int8"
+    if features.native_bf16:
+        return "bfloat16"
+    return "float32"
+
+
+def derive_cuda_precision(bf16_supported: bool) -> Precision:
+    return "bfloat16" if bf16_supported else "float16"
+
+
+def derive_plan(
+    engine: EngineChoice, precision: PrecisionChoice, device: str, auto_precision: Precision
+) -> EnginePlan:
+    """Resolve `auto` and reject combinations no kernel exists for (fp16 on CPU, int8 on CUDA)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    chosen: Precision = auto_precision if precision == "auto" else precision
+    if chosen == "float16" and device != "cuda":
+        raise ValueError("precision float16 needs device cuda (use bfloat16, int8 or float32 on cpu)")
+    if chosen == "int8" and device != "cpu":
+        raise ValueError("precision int8 (dynamic int8 Linear layers) runs on device cpu only")
+    return EnginePlan(engine="fused" if engine == "auto" else engine, precision=chosen, device=device)
+
+
+def int8_kernels_available() -> bool:
+    """fbgemm/x86 dynamic-quantised Linear kernels exist in this torch build."""
+    import torch
+
+    return bool({"x86", "fbgemm"} & set(torch.backends.quantized.supported_engines))
+
+
+def resolve_plan(engine: EngineChoice, precision: PrecisionChoice, device: str) -> EnginePlan:
+    """`derive_plan` with `auto` taken from the hardware this process runs on."""
+    if device == "cuda":
+        import torch
+
+        auto = derive_cuda_precision(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    else:
+        auto = derive_cpu_precision(cpu_features(), int8_kernels_available()) if precision == "auto" else "float32"
+    return derive_plan(engine, precision, device, auto)

@@ -131,7 +131,8 @@ class RuntimeSpec(_Model):
     """``spec.runtime``."""
 
     device: Literal["cuda", "cpu"] = "cuda"
-    precision: Literal["float32", "bfloat16", "float16"] = "float32"
+    engine: Literal["auto", "torch", "fused"] = "auto"
+    precision: Literal["auto", "float32", "bfloat16", "float16", "int8"] = "auto"
     max_batch_size: int = Field(default=4, ge=1, le=64)
     batch_wait_milliseconds: int = Field(default=5, ge=0, le=1000)
     max_queue: int = Field(default=32, ge=1, le=100000)
@@ -290,6 +291,10 @@ class SamModelSpec(_Model):
         if self.runtime.precision == "float16" and self.runtime.device != "cuda":
             raise ValueError(
                 "spec.runtime.precision float16 needs spec.runtime.device cuda (use bfloat16 or float32 on cpu)"
+            )
+        if self.runtime.precision == "int8" and self.runtime.device != "cpu":
+            raise ValueError(
+                "spec.runtime.precision int8 needs spec.runtime.device cpu (use auto, bfloat16 or float16 on cuda)"
             )
         if self.autoscaling.enabled and self.replicas == 0:
             raise ValueError(

@@ -98,6 +98,7 @@ def _env(model: SamModel) -> list[dict[str, str]]:
         ("SAM_INFERENCE_DECODER_PATH", decoder_path(model)),
         ("SAM_INFERENCE_MODE", spec.cvat.mode),
         ("SAM_INFERENCE_DEVICE", runtime.device),
+        ("SAM_INFERENCE_ENGINE", runtime.engine),
         ("SAM_INFERENCE_PRECISION", runtime.precision),
         ("SAM_INFERENCE_MAX_BATCH_SIZE", str(runtime.max_batch_size)),
         ("SAM_INFERENCE_BATCH_WAIT_MS", str(runtime.batch_wait_milliseconds)),

@@ -85,9 +85,7 @@ def derive_cuda_precision(bf16_supported: bool) -> Precision:
     return "bfloat16" if bf16_supported else "float16"
 
 
-def derive_plan(
-    engine: EngineChoice, precision: PrecisionChoice, device: str, auto_precision: Precision
-) -> EnginePlan:
+def derive_plan(engine: EngineChoice, precision: PrecisionChoice, device: str, auto_precision: Precision) -> EnginePlan:
     """Resolve `auto` and reject combinations no kernel exists for (fp16 on CPU, int8 on CUDA)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")

@@ -1,0 +1,169 @@
+"""Every encoder engine/precision computes SAM's embedding (issue 13), on generated scenes, on the CPU:
+- the float32 paths equal `SamPredictor.get_image_embedding()` within 1e-5;
+- every faster path keeps cosine >= 0.99 per embedding against float32;
+- masks decoded from each path's embedding reach IoU >= 0.98 against the float32 masks, click by click.
+Tiny model for every path, random-weight ViT-B (rel-pos tables randomised: upstream zero-initialises them)
+for the float32 and the CPU default (int8) paths.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from sam_inference.engine import EngineChoice, PrecisionChoice
+from sam_inference.model import build_sam, load_sam
+from sam_inference.predictor import Embedding
+from sam_inference.sam_predictor import SamEncoderPredictor
+from sam_inference.schemas import Prompts
+from segment_anything import SamPredictor
+from segment_anything.modeling import Sam
+from unit.inference.scenes import Scene, make_scene
+
+FAST_CPU_PATHS: list[tuple[EngineChoice, PrecisionChoice]] = [
+    ("fused", "int8"),
+    ("torch", "int8"),
+    ("fused", "bfloat16"),
+    ("torch", "bfloat16"),
+]
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def _predictor(model: Sam, engine: EngineChoice, precision: PrecisionChoice) -> SamEncoderPredictor:
+    checkpoint = Path("unused.pth")  # the model is given
+    predictor = SamEncoderPredictor(
+        "vit_b", checkpoint, device="cpu", precision=precision, engine=engine, model=copy.deepcopy(model)
+    )
+    predictor.load()
+    return predictor
+
+
+def _embed(predictor: SamEncoderPredictor, scene: Scene) -> np.ndarray:
+    return predictor.embed_batch([predictor.preprocess(scene.image)])[0]
+
+
+def _upstream(model: Sam, scene: Scene) -> np.ndarray:
+    reference = SamPredictor(model)
+    reference.set_image(scene.image)
+    return reference.get_image_embedding().numpy()
+
+
+def _masks(decoder: SamEncoderPredictor, embedding: np.ndarray, scene: Scene) -> list[np.ndarray]:
+    height, width = scene.image.shape[:2]
+    prompts = [Prompts(points=(click,), labels=(1,)) for click in scene.clicks[:4]]
+    prompts.append(Prompts(points=scene.clicks[:2], labels=(1, 0)))
+    return [decoder.decode_masks(Embedding(embedding, height, width), p).mask for p in prompts]
+
+
+def _assert_masks_agree(decoder: SamEncoderPredictor, ours: np.ndarray, fp32: np.ndarray, scene: Scene) -> None:
+    reference_masks = _masks(decoder, fp32, scene)
+    assert any(0 < m.mean() < 1 for m in reference_masks), "degenerate scene: every mask empty or full"
+    for got, want in zip(_masks(decoder, ours, scene), reference_masks, strict=True):
+        assert _iou(got, want) >= 0.98
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_checkpoint: Path) -> Sam:
+    return load_sam("vit_tiny", tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def scenes() -> list[Scene]:
+    sizes = ((640, 480), (500, 750), (1024, 576))
+    return [make_scene(seed, width, height) for seed, (width, height) in enumerate(sizes)]
+
+
+@pytest.fixture(scope="module")
+def tiny_fp32(tiny_model: Sam, scenes: list[Scene]) -> list[np.ndarray]:
+    return [_upstream(tiny_model, scene) for scene in scenes]
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder(tiny_model: Sam) -> SamEncoderPredictor:
+    return _predictor(tiny_model, "torch", "float32")
+
+
+@pytest.mark.parametrize("engine", ["torch", "fused"])
+def test_float32_paths_equal_sampredictor_get_image_embedding(
+    tiny_model: Sam, scenes: list[Scene], tiny_fp32: list[np.ndarray], engine: EngineChoice
+) -> None:
+    predictor = _predictor(tiny_model, engine, "float32")
+    for scene, expected in zip(scenes, tiny_fp32, strict=True):
+        np.testing.assert_allclose(_embed(predictor, scene), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("engine", "precision"), FAST_CPU_PATHS)
+def test_faster_paths_keep_cosine_and_masks_on_the_tiny_model(
+    tiny_model: Sam,
+    tiny_decoder: SamEncoderPredictor,
+    scenes: list[Scene],
+    tiny_fp32: list[np.ndarray],
+    engine: EngineChoice,
+    precision: PrecisionChoice,
+) -> None:
+    predictor = _predictor(tiny_model, engine, precision)
+    for scene, expected in zip(scenes, tiny_fp32, strict=True):
+        ours = _embed(predictor, scene)
+        assert not np.array_equal(ours, expected)  # the path really computed differently
+        assert _cosine(ours, expected) >= 0.99
+        _assert_masks_agree(tiny_decoder, ours, expected, scene)
+
+
+def test_int8_path_swaps_every_encoder_linear_and_keeps_the_decoder(tiny_model: Sam) -> None:
+    predictor = _predictor(tiny_model, "fused", "int8")
+    encoder_linears = [m for m in predictor.model.image_encoder.modules() if isinstance(m, torch.nn.Linear)]
+    decoder_linears = [m for m in predictor.model.mask_decoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert encoder_linears == [] and decoder_linears != []
+
+
+@pytest.fixture(scope="module")
+def vit_b() -> Sam:
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(1)
+        sam = build_sam("vit_b")
+        with torch.no_grad():
+            for name, param in sam.named_parameters():
+                if "rel_pos" in name or "pos_embed" in name:
+                    param.normal_(0.0, 0.02)
+    finally:
+        torch.random.set_rng_state(state)
+    return sam
+
+
+@pytest.mark.slow
+def test_vit_b_float32_equals_upstream_and_int8_keeps_cosine_and_masks(vit_b: Sam) -> None:
+    scene = make_scene(7, 800, 600)
+    expected = _upstream(vit_b, scene)
+    fused = _predictor(vit_b, "fused", "float32")
+    np.testing.assert_allclose(_embed(fused, scene), expected, rtol=0, atol=1e-5)
+    del fused
+    int8 = _predictor(vit_b, "fused", "int8")
+    ours = _embed(int8, scene)
+    assert _cosine(ours, expected) >= 0.99
+    _assert_masks_agree(_predictor(vit_b, "torch", "float32"), ours, expected, scene)
+
+
+def test_auto_resolves_at_load_to_the_plan_the_hardware_supports(
+    tiny_model: Sam, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sam_inference.engine import plan
+
+    monkeypatch.setattr(plan, "cpu_features", lambda: plan.CpuFeatures(vnni=True, native_bf16=False))
+    predictor: Any = _predictor(tiny_model, "auto", "auto")
+    assert predictor.plan == plan.EnginePlan("fused", "int8", "cpu")
+    monkeypatch.setattr(plan, "cpu_features", lambda: plan.CpuFeatures(vnni=False, native_bf16=False))
+    assert _predictor(tiny_model, "auto", "auto").plan == plan.EnginePlan("fused", "float32", "cpu")

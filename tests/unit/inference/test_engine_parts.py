@@ -1,0 +1,114 @@
+"""The engine's parts one by one: plan resolution (pure), banded SDPA attention, int8 Linear layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from sam_inference.engine.attention import FusedRelPosAttention, fuse_attention
+from sam_inference.engine.int8 import DynamicInt8Linear, quantize_linears
+from sam_inference.engine.plan import (
+    CpuFeatures,
+    EnginePlan,
+    derive_cpu_precision,
+    derive_cuda_precision,
+    derive_plan,
+    read_cpu_flags,
+)
+from sam_inference.predictor import build_predictor
+from sam_inference.settings import InferenceSettings
+from segment_anything.modeling.image_encoder import Attention
+
+
+def test_cpu_flags_are_read_from_the_first_processor(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_vnni\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    flags = read_cpu_flags(cpuinfo)
+    assert flags == {"fpu", "avx512f", "avx512_vnni"}
+    assert CpuFeatures.from_flags(flags) == CpuFeatures(vnni=True, native_bf16=False)
+    assert read_cpu_flags(tmp_path / "missing") == set()
+
+
+@pytest.mark.parametrize(
+    ("flags", "int8_kernels", "expected"),
+    [
+        ({"avx512_vnni"}, True, "int8"),
+        ({"avx_vnni", "avx512_bf16"}, True, "int8"),
+        ({"avx512_vnni", "amx_bf16"}, False, "bfloat16"),
+        ({"avx512_bf16"}, True, "bfloat16"),
+        ({"avx2"}, True, "float32"),
+    ],
+)
+def test_cpu_auto_precision_follows_the_flags(flags: set[str], int8_kernels: bool, expected: str) -> None:
+    assert derive_cpu_precision(CpuFeatures.from_flags(flags), int8_kernels) == expected
+
+
+def test_plan_resolves_auto_and_rejects_precisions_without_kernels() -> None:
+    assert derive_plan("auto", "auto", "cpu", "int8") == EnginePlan("fused", "int8", "cpu")
+    assert derive_plan("torch", "float32", "cuda", "bfloat16") == EnginePlan("torch", "float32", "cuda")
+    assert derive_plan("auto", "auto", "cuda", derive_cuda_precision(False)).precision == "float16"
+    with pytest.raises(ValueError, match="float16 needs device cuda"):
+        derive_plan("auto", "float16", "cpu", "int8")
+    with pytest.raises(ValueError, match=r"int8 .* cpu only"):
+        derive_plan("fused", "int8", "cuda", "bfloat16")
+    with pytest.raises(ValueError, match="unknown engine"):
+        derive_plan("onnx", "auto", "cpu", "int8")  # type: ignore[arg-type]
+
+
+def test_settings_default_to_auto_and_reach_the_predictor(tmp_path: Path) -> None:
+    settings = InferenceSettings(checkpoint_path=tmp_path / "x.pth", device="cpu")
+    assert (settings.engine, settings.precision) == ("auto", "auto")
+    predictor = build_predictor(settings.model_copy(update={"engine": "fused", "precision": "int8"}))
+    assert (predictor.engine, predictor.precision) == ("fused", "int8")  # type: ignore[attr-defined]
+
+
+def _attention(size: int, heads: int = 4, dim: int = 64) -> Attention:
+    torch.manual_seed(size)
+    attn = Attention(dim, heads, use_rel_pos=True, rel_pos_zero_init=False, input_size=(size, size)).eval()
+    with torch.no_grad():
+        attn.rel_pos_h.normal_(0, 0.5)
+        attn.rel_pos_w.normal_(0, 0.5)
+    return attn
+
+
+@pytest.mark.parametrize("budget", [1, 4096, 1 << 30])  # one row per band, a few bands, one band
+def test_fused_attention_equals_upstream_in_any_number_of_bands(budget: int) -> None:
+    attn = _attention(12)
+    fused = FusedRelPosAttention(attn, mask_budget_bytes=budget)
+    x = torch.randn(2, 12, 12, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), attn(x), rtol=0, atol=2e-5)
+    rows = fused.band_rows(2, 12, 12, 4)
+    assert rows == (1 if budget <= 4096 else 12)
+
+
+def test_fused_attention_without_rel_pos_equals_upstream() -> None:
+    attn = Attention(32, 2, use_rel_pos=False).eval()
+    x = torch.randn(1, 5, 7, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(FusedRelPosAttention(attn)(x), attn(x), rtol=0, atol=1e-5)
+
+
+def test_fuse_attention_replaces_every_attention_in_place() -> None:
+    model = torch.nn.Sequential(_attention(4), torch.nn.Sequential(_attention(6)))
+    assert fuse_attention(model) == 2
+    assert not any(isinstance(m, Attention) for m in model.modules())
+
+
+def test_int8_linear_stays_close_to_float32_for_any_leading_shape() -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(96, 40).eval()
+    int8 = DynamicInt8Linear(linear)
+    x = torch.randn(2, 3, 5, 96)
+    with torch.inference_mode():
+        got, want = int8(x), linear(x)
+    assert got.shape == want.shape == (2, 3, 5, 40)
+    assert not torch.equal(got, want)
+    assert ((got - want).norm() / want.norm()).item() < 0.02
+
+
+def test_quantize_linears_counts_the_swapped_layers() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU(), torch.nn.Sequential(torch.nn.Linear(8, 2)))
+    assert quantize_linears(model) == 2
+    assert sum(isinstance(m, DynamicInt8Linear) for m in model.modules()) == 2

@@ -179,7 +179,8 @@ def test_every_scenario_renders_restricted_probed_workloads_with_known_settings(
     docs = render(str(scenario))
     deployments = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in of_kind(docs, "Deployment")}
     assert "operator" in deployments
-    known = {"operator": _settings_env(OperatorSettings, "SAM_OPERATOR_"),
+    # POD_ID is kopf's own: its identity for peering and writes (the pod name), so that no passwd lookup is needed.
+    known = {"operator": _settings_env(OperatorSettings, "SAM_OPERATOR_") | {"POD_ID"},
              "gateway": _settings_env(GatewaySettings, "SAM_GATEWAY_")}
     for component, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]

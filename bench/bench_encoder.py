@@ -5,10 +5,12 @@ like with like:
 - throughput and p50/p95 latency of `POST /` (CVAT contract) at 1, 4 and 16 concurrent clients, every
   request a different image (no cache help);
 - latency of a repeated image (the service's cache hit vs the baseline recomputing);
-- the exported CVAT-format decoder in onnxruntime: latency per click for a 1500x2250 image.
+- the exported CVAT-format decoder in onnxruntime: latency per click for a 1500x2250 image;
+- each server's peak resident memory (VmHWM).
 
     .venv/bin/python bench/bench_encoder.py                      # tiny model, quick
     .venv/bin/python bench/bench_encoder.py --variant vit_b      # random-weight ViT-B (slow on a CPU)
+    .venv/bin/python bench/bench_encoder.py --variant vit_b --engine torch --precision float32  # the old path
     .venv/bin/python bench/bench_encoder.py --device cuda --variant vit_h --concurrency 1,4,16,32
 """
 
@@ -32,6 +34,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 from PIL import Image
+from sam_inference.engine import resolve_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,6 +157,17 @@ def decoder_latency(checkpoint: Path, variant: str, directory: Path, clicks: int
     return statistics.median(times), sorted(times)[int(0.95 * (len(times) - 1))]
 
 
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM of a live process, MiB (0 where /proc is not readable)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -170,6 +184,7 @@ async def bench(args: argparse.Namespace) -> None:
         "SAM_INFERENCE_CHECKPOINT_PATH": str(checkpoint),
         "SAM_INFERENCE_DEVICE": args.device,
         "SAM_INFERENCE_PRECISION": args.precision,
+        "SAM_INFERENCE_ENGINE": args.engine,
         "SAM_INFERENCE_MAX_BATCH_SIZE": str(args.max_batch_size),
         "SAM_INFERENCE_MAX_QUEUE": "256",
         # The baseline has no deadline; a CPU ViT-B batch of 4 takes ~100 s, past the 60 s default.
@@ -212,6 +227,7 @@ async def bench(args: argparse.Namespace) -> None:
                 print(f"  {name:8s} clients={clients:<3d} {runs[-1].throughput:7.2f} img/s", flush=True)
         repeat = [jpeg(20_000, width, height)] * args.repeats
         hits = {name: await load(url, repeat, 1, name) for name, url in urls.items()}
+        peaks = {"service": peak_rss_mib(ours.pid), "baseline": peak_rss_mib(base.pid)}
         clicks = decoder_latency(checkpoint, args.variant, work, args.clicks) if args.clicks else None
     finally:
         for process in (ours, base):
@@ -219,7 +235,8 @@ async def bench(args: argparse.Namespace) -> None:
             process.wait(timeout=30)
 
     print(
-        f"\nmodel={args.variant} device={args.device} precision={args.precision} "
+        f"\nmodel={args.variant} device={args.device} engine={args.engine} precision={args.precision} "
+        f"(service runs {resolve_plan(args.engine, args.precision, args.device).describe()}) "
         f"max_batch={args.max_batch_size} image={width}x{height} baseline_workers={args.baseline_workers}"
     )
     print(f"{'clients':>7} {'server':>9} {'reqs':>5} {'img/s':>8} {'p50 s':>8} {'p95 s':>8}")
@@ -243,6 +260,10 @@ async def bench(args: argparse.Namespace) -> None:
         f" baseline (recompute) {statistics.median(b_rep) * 1000:.1f} ms, "
         f"x{statistics.median(b_rep) / statistics.median(s_rep):.1f} faster"
     )
+    print(
+        f"peak RSS: service {peaks['service']:.0f} MiB, baseline {peaks['baseline']:.0f} MiB "
+        f"(x{peaks['service'] / max(1.0, peaks['baseline']):.2f})"
+    )
     if clicks:
         print(
             f"ONNX decoder per click (1500x2250, onnxruntime CPU): p50 {clicks[0] * 1000:.1f} ms, "
@@ -255,7 +276,8 @@ def main() -> None:
     parser.add_argument("--variant", default="vit_tiny", choices=["vit_tiny", "vit_b", "vit_l", "vit_h"])
     parser.add_argument("--checkpoint", help="checkpoint file (default: random weights written to a temp dir)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--engine", default="auto", choices=["auto", "torch", "fused"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"])
     parser.add_argument("--max-batch-size", type=int, default=4)
     parser.add_argument("--baseline-workers", type=int, default=1)
     parser.add_argument("--request-timeout", type=float, default=3600, help="service per-request deadline (s)")

@@ -115,7 +115,10 @@ class SamEncoderPredictor:
             raise RuntimeError("model is not loaded")
         tensors = []
         for item in batch:
-            image = torch.as_tensor(item.data, device=self.device).permute(2, 0, 1).contiguous()[None, :, :, :]
+            host = torch.as_tensor(item.data)
+            if self.device.type == "cuda":  # pinned, so the copy is a DMA that overlaps the queue's other work
+                host = host.pin_memory()
+            image = host.to(self.device, non_blocking=True).permute(2, 0, 1).contiguous()[None, :, :, :]
             tensors.append(model.preprocess(image))
         features = self._encoder(torch.cat(tensors, dim=0))
         out = features.float().cpu().numpy()

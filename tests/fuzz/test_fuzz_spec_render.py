@@ -77,7 +77,9 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
     optional: dict[str, Any] = {
         "runtime": {
             "device": device,
-            "precision": draw(st.sampled_from(["float32", "bfloat16"] + (["float16"] if device == "cuda" else []))),
+            "engine": draw(st.sampled_from(["auto", "torch", "fused"])),
+            "precision": draw(st.sampled_from(
+                ["auto", "float32", "bfloat16"] + (["float16"] if device == "cuda" else ["int8"]))),
             "maxBatchSize": draw(st.integers(1, 64)),
             "batchWaitMilliseconds": draw(st.integers(0, 1000)),
             "maxQueue": draw(st.integers(1, 100000)),
@@ -134,7 +136,8 @@ MUTATIONS: dict[tuple[str, ...], st.SearchStrategy[Any]] = {
                                                      {"claimName": "c", "path": "a/../../b"},
                                                      {"claimName": "", "path": "x"}, {"path": "x"}]),
     ("runtime", "device"): st.sampled_from(["tpu", "CUDA"]),
-    ("runtime", "precision"): st.sampled_from(["float16", "int8"]),
+    ("runtime", "precision"): st.sampled_from(["float16", "int8", "fp8"]),
+    ("runtime", "engine"): st.sampled_from(["onnx", "Torch", ""]),
     ("runtime", "maxBatchSize"): st.sampled_from([0, 65, -1]),
     ("runtime", "maxQueue"): st.sampled_from([0, 100001]),
     ("runtime", "maxBodyBytes"): st.sampled_from([1023, 2**30 + 1]),

@@ -18,9 +18,11 @@ import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
 from torch import nn
 
-# Largest bias band handed to SDPA at once; bands keep it in cache-friendly slices on CPU and bound the
-# GPU's transient memory at batch 32 (a dense ViT-H global bias there would be 32 x 16 x 4096^2 x 2 B = 17 GB).
+# Largest bias band handed to SDPA at once, per device type: bands keep it in cache-friendly slices on the
+# CPU and bound the GPU's transient memory at batch 32 (a dense ViT-H global bias there would be
+# 32 x 16 x 4096^2 x 2 B = 17 GB) while keeping each SDPA call large enough to fill the GPU.
 MASK_BUDGET_BYTES = 32 * 1024 * 1024
+MASK_BUDGET_BYTES_BY_DEVICE = {"cpu": MASK_BUDGET_BYTES, "cuda": 1024 * 1024 * 1024}
 
 
 class FusedRelPosAttention(nn.Module):

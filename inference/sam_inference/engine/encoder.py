@@ -18,7 +18,7 @@ import torch
 from segment_anything.modeling.image_encoder import ImageEncoderViT
 from torch import nn
 
-from .attention import fuse_attention
+from .attention import MASK_BUDGET_BYTES, MASK_BUDGET_BYTES_BY_DEVICE, fuse_attention
 from .int8 import quantize_linears
 from .plan import EnginePlan
 
@@ -57,7 +57,8 @@ def build_encoder(encoder: ImageEncoderViT, plan: EnginePlan) -> PreparedEncoder
     """Prepare `encoder` (in place) for `plan` and move it to the plan's device."""
     encoder = encoder.eval()
     if plan.engine == "fused":
-        fuse_attention(encoder)
+        device_type = torch.device(plan.device).type
+        fuse_attention(encoder, MASK_BUDGET_BYTES_BY_DEVICE.get(device_type, MASK_BUDGET_BYTES))
     if plan.precision == "int8":
         quantize_linears(encoder)
     elif plan.engine == "fused" and plan.precision in ("bfloat16", "float16"):

@@ -1,6 +1,6 @@
 """Nothing in the kind cluster tried to pull an image: every image was built here and pre-loaded, and every pod's
 pull policy left the kubelet nothing to fetch (a pull is a lookup of a registry host this machine must not reach).
-Named to run after the other kind modules (pytest runs files in order), so it sees all of their pods' events.
+Its file name sorts after the other kind modules (pytest runs files in that order), so it sees all their pods.
 """
 
 from __future__ import annotations

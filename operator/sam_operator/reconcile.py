@@ -55,18 +55,22 @@ class Reconciler:
     """Reconciles one SamModel at a time from the store; the work queue makes sure no key runs twice at once.
 
     ``watched(kind)`` says whether the store holds ``kind`` (its informer listed it); ``requeue(key)`` asks for
-    another pass of a SamModel (one that must give up a direct-mode port this one keeps).
+    another pass of a SamModel (one that must give up a direct-mode port this one keeps). With ``continue_later``,
+    a pass that has just created a Deployment stops there and asks for a prompt second pass (other children,
+    status): starting the pods is what takes long, so a burst of new SamModels gets all its Deployments first.
     """
 
     def __init__(self, kube: Kube, settings: OperatorSettings, store: Store | None = None,
                  ports: PortBook | None = None, watched: Callable[[str], bool] = lambda kind: False,
-                 requeue: Callable[[Key], None] = lambda key: None) -> None:
+                 requeue: Callable[[Key], None] = lambda key: None,
+                 continue_later: Callable[[Key], None] | None = None) -> None:
         self.kube = kube
         self.settings = settings
         self.store = store or Store()
         self.ports = ports or PortBook()
         self.watched = watched
         self.requeue = requeue
+        self.continue_later = continue_later
         self.reconcile_count = 0
         self._conditions: dict[Key, dict[str, str]] = {}
         for type_ in conditions.CONDITION_TYPES:  # every series exists from the start, at 0
@@ -136,6 +140,9 @@ class Reconciler:
                 if self.watched(child["kind"]):
                     self.store.put(child["kind"], stored)
                 applied.append(f"{child['kind']}/{child['metadata']['name']}")
+                if live is None and child["kind"] == "Deployment" and self.continue_later is not None:
+                    self.continue_later((namespace, name))
+                    return ReconcileResult(applied, [], False)
         deleted = self._prune(body, desired, has_service_monitor_api)
         observed = self._observe(parsed)
         key = (namespace, name)

@@ -118,6 +118,18 @@ def test_one_reconcile_makes_the_same_api_calls_with_one_or_a_thousand_other_sam
     assert again_small == again_big == Counter(has_api=1)  # no GET, no LIST, no write
 
 
+def test_a_new_sammodel_gets_its_deployment_first_and_the_rest_in_a_prompt_second_pass() -> None:
+    rec, kube = reconciler_with(2)
+    later: list[tuple[str, str]] = []
+    rec.continue_later = later.append
+    rec.reconcile("ns", "target")
+    assert kube.calls["apply"] == 1 and kube.calls["patch_status"] == 0
+    assert ("Deployment", "ns", "sam-target") in kube.objects and later == [("ns", "target")]
+    rec.reconcile("ns", "target")  # the second pass: Service and status
+    assert kube.calls["apply"] == 2 and kube.calls["patch_status"] == 1
+    assert ("Service", "ns", "sam-target") in kube.objects and later == [("ns", "target")]
+
+
 def test_an_operator_restarted_on_a_converged_cluster_writes_nothing() -> None:
     rec, kube = reconciler_with(3)
     rec.reconcile("ns", "target")

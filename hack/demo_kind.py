@@ -104,25 +104,19 @@ def apply_model(cluster: Cluster, url: str, sha: str) -> dict[str, Any]:
                     "resources": {"gpus": 0, "requests": {"cpu": "100m", "memory": "256Mi"}},
                     "replicas": 1, "cvat": {"mode": "embedding", "displayName": "Tiny SAM (demo)"}}}
     cluster.k("apply", "-n", MODEL_NS, "-f", "-", input=json.dumps(sam))
-    started, last = time.monotonic(), ""
-
-    def ready() -> tuple[bool, str]:
-        nonlocal last
+    def ready() -> tuple[bool, str]:  # wait() prints each new reason with the time it appeared
         body = cluster.json("sammodel", MODEL, "-n", MODEL_NS)
         conditions = {c["type"]: c for c in body.get("status", {}).get("conditions") or []}
-        reason = conditions.get("Ready", {}).get("reason", "")
-        if reason and reason != last:
-            info(f"  {time.monotonic() - started:5.1f}s  Ready={conditions['Ready']['status']} {reason}")
-            last = reason
-        return conditions.get("Ready", {}).get("status") == "True", reason
+        return conditions.get("Ready", {}).get("status") == "True", conditions.get("Ready", {}).get("reason", "")
 
     wait("the SamModel to be Ready", ready, timeout=600)
     block(cluster.k("get", "sammodel", "-n", MODEL_NS))
     pod: dict[str, Any] = cluster.json("pods", "-n", MODEL_NS, "-l", SELECTOR)["items"][0]
     for init in pod["status"]["initContainerStatuses"]:
         state = init["state"]["terminated"]
-        info(f"init container {init['name']}: {state['reason']} (exit {state['exitCode']}), "
-             f"{cluster.k('logs', '-n', MODEL_NS, pod['metadata']['name'], '-c', init['name']).strip()[-120:]}")
+        last_line = cluster.k("logs", "-n", MODEL_NS, pod["metadata"]["name"], "-c", init["name"]).strip()
+        info(f"init container {init['name']}: {state['reason']} (exit {state['exitCode']}): "
+             f"{last_line.splitlines()[-1] if last_line else ''}")
     return pod
 
 

@@ -194,6 +194,7 @@ spec:
       sha256: {sha}
   runtime:
     device: cpu
+    precision: float32  # the reference path: the saved mask equals the PyTorch model's (tests/demo checks it)
   resources:
     gpus: 0
   replicas: 1

@@ -35,7 +35,9 @@ def tiny_sammodel(name: str, server: CheckpointServer, mode: str, replicas: int)
         "apiVersion": "samoperator.io/v1alpha1", "kind": "SamModel", "metadata": {"name": name},
         "spec": {
             "model": {"variant": "vit_tiny", "checkpoint": {"url": server.url, "sha256": server.sha256}},
-            "runtime": {"device": "cpu", "maxBatchSize": 2},
+            # float32: the reference path, which these tests compare with SamPredictor bit for bit (the faster
+            # defaults are held to their own fidelity bounds in tests/unit/inference).
+            "runtime": {"device": "cpu", "maxBatchSize": 2, "precision": "float32"},
             "resources": {"gpus": 0},
             "replicas": replicas,
             "cvat": {"mode": mode, "displayName": f"Tiny SAM ({mode})"},

@@ -79,7 +79,9 @@ def tiny_sammodel(name: str, checkpoint: Checkpoint, mode: str, replicas: int, *
         "spec": {
             "model": {"variant": "vit_tiny", "checkpoint": {"url": checkpoint.url,
                                                            "sha256": sha256 or checkpoint.sha256}},
-            "runtime": {"device": "cpu", "maxBatchSize": 2},
+            # float32: the reference path, which the suite compares with SamPredictor (the faster defaults are
+            # held to their own fidelity bounds in tests/unit/inference).
+            "runtime": {"device": "cpu", "maxBatchSize": 2, "precision": "float32"},
             # Small requests: every encoder of the suite fits on the one 2-core node.
             "resources": {"gpus": 0, "requests": {"cpu": "50m", "memory": memory_request},
                           "limits": {"memory": memory_limit}},

@@ -48,8 +48,10 @@ class FusedRelPosAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, _ = x.shape
         tokens = height * width
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
+        # One copy into (3, B, heads, N, head_dim) here; without it SDPA copies the strided k and v once per band
+        # (measured: a fifth of the CPU time of ViT-B in aten::copy_).
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).contiguous()
+        q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim), contiguous
         if not self.use_rel_pos:
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         else:
@@ -71,8 +73,11 @@ class FusedRelPosAttention(nn.Module):
         bands = []
         for top in range(0, height, rows):
             bottom = min(height, top + rows)
-            bias = rel_h[:, :, top:bottom, :, :, None] + rel_w[:, :, top:bottom, :, None, :]
-            bias = bias.reshape(batch, heads, (bottom - top) * width, height * width)
+            # Written into a row-major buffer: a plain sum of the sliced views comes out strided, and reshaping
+            # it for SDPA would copy the whole band again (a quarter of a global block's CPU time, measured).
+            bias = q.new_empty((batch, heads, bottom - top, width, height, width))
+            torch.add(rel_h[:, :, top:bottom, :, :, None], rel_w[:, :, top:bottom, :, None, :], out=bias)
+            bias = bias.view(batch, heads, (bottom - top) * width, height * width)
             band_q = grid_q[:, :, top:bottom].reshape(batch, heads, (bottom - top) * width, dim)
             bands.append(F.scaled_dot_product_attention(band_q, k, v, attn_mask=bias, scale=self.scale))
         return bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)

@@ -12,11 +12,19 @@ from unit.inference.sam_fakes import image_array, image_bytes
 pytestmark = pytest.mark.gpu
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16"])
-def test_cuda_embedding_matches_cpu(tiny_checkpoint: Path, tiny_predictor: Any, precision: str) -> None:
+@pytest.mark.parametrize("engine", ["torch", "fused"])
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16", "auto"])
+def test_cuda_embedding_matches_cpu(tiny_checkpoint: Path, tiny_predictor: Any, precision: str, engine: str) -> None:
     from sam_inference.sam_predictor import SamEncoderPredictor
 
-    gpu = SamEncoderPredictor("vit_tiny", tiny_checkpoint, device="cuda", precision=precision, warm_up_batch=2)
+    gpu = SamEncoderPredictor(
+        "vit_tiny",
+        tiny_checkpoint,
+        device="cuda",
+        precision=precision,
+        engine=engine,
+        warm_up_batch=2,
+    )
     gpu.load()
     try:
         gpu.warm_up()

@@ -4,7 +4,8 @@ Preprocessing is SamPredictor.set_image's, step for step (cvat-protocol §2.2): 
 (PIL bilinear antialiased resize to longest side 1024), HWC→NCHW, `Sam.preprocess` (normalise, zero-pad to
 1024x1024), then the image encoder prepared by `engine` for the resolved plan (engine + precision, `auto`
 decided on the hardware found at load). Batches concatenate those NCHW tensors; the embedding is float32
-whatever the precision. Mask decoding reuses `SamPredictor.predict` on a stored embedding.
+whatever the precision. Mask decoding is `SamPredictor.predict` on a stored embedding, upsampling only the
+best-scored mask.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
@@ -128,17 +128,35 @@ class SamEncoderPredictor:
     def decode_masks(self, embedding: Embedding, prompts: Prompts) -> MaskResult:
         if embedding.array.shape != EMBEDDING_SHAPE:
             raise ValueError(f"embedding has shape {embedding.array.shape}, expected {EMBEDDING_SHAPE}")
-        predictor = SamPredictor(self.model)
-        predictor.features = torch.as_tensor(embedding.array, device=self.device)
-        predictor.original_size = (embedding.height, embedding.width)
-        predictor.input_size = ResizeLongestSide.get_preprocess_shape(embedding.height, embedding.width, 1024)
-        predictor.is_image_set = True
-        points = np.asarray(prompts.points, dtype=np.float32).reshape(-1, 2) if prompts.points else None
-        labels = np.asarray(prompts.labels, dtype=np.int64) if prompts.points else None
-        box = np.asarray(prompts.box, dtype=np.float32) if prompts.box is not None else None
-        masks, scores, _ = predictor.predict(points, labels, box, multimask_output=use_multimask(prompts))
-        best = int(np.argmax(scores))
-        return MaskResult(mask=np.asarray(masks[best], dtype=bool), score=float(scores[best]))
+        # SamPredictor.predict step for step, except that only the best-scored mask is upsampled (twice, to
+        # 1024 and then to the frame): the same mask, a third of the upsampling of a multimask answer.
+        model, device = self.model, self.device
+        size = (embedding.height, embedding.width)
+        points = None
+        if prompts.points:
+            coords = self._transform.apply_coords(np.asarray(prompts.points, dtype=np.float32).reshape(-1, 2), size)
+            labels = np.asarray(prompts.labels, dtype=np.int64)
+            points = (
+                torch.as_tensor(coords, dtype=torch.float, device=device)[None, :, :],
+                torch.as_tensor(labels, dtype=torch.int, device=device)[None, :],
+            )
+        boxes = None
+        if prompts.box is not None:
+            box = self._transform.apply_boxes(np.asarray(prompts.box, dtype=np.float32), size)
+            boxes = torch.as_tensor(box, dtype=torch.float, device=device)[None, :]
+        sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
+        low_res, scores = model.mask_decoder(
+            image_embeddings=torch.as_tensor(embedding.array, device=device),
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=use_multimask(prompts),
+        )
+        best = int(torch.argmax(scores[0]))
+        input_size = ResizeLongestSide.get_preprocess_shape(embedding.height, embedding.width, 1024)
+        logits = model.postprocess_masks(low_res[:, best : best + 1], input_size, size)
+        mask = (logits[0, 0] > model.mask_threshold).cpu().numpy()
+        return MaskResult(mask=np.asarray(mask, dtype=bool), score=float(scores[0, best]))
 
     def memory_stats(self) -> dict[tuple[str, str], int]:
         if self.device.type != "cuda" or not torch.cuda.is_available():

@@ -224,7 +224,12 @@ async def bench(args: argparse.Namespace) -> None:
             seed += total
             for name, url in urls.items():  # interleaved, so machine noise hits both alike
                 runs.append(await load(url, images, clients, name))
-                print(f"  {name:8s} clients={clients:<3d} {runs[-1].throughput:7.2f} img/s", flush=True)
+                run = runs[-1]
+                print(
+                    f"  {name:8s} clients={clients:<3d} {run.throughput:7.3f} img/s  p50 {run.pct(0.5):.2f} s  "
+                    f"p95 {run.pct(0.95):.2f} s",
+                    flush=True,
+                )
         repeat = [jpeg(20_000, width, height)] * args.repeats
         hits = {name: await load(url, repeat, 1, name) for name, url in urls.items()}
         peaks = {"service": peak_rss_mib(ours.pid), "baseline": peak_rss_mib(base.pid)}

@@ -56,6 +56,7 @@ class SamEncoderPredictor:
         self.engine = engine
         self.plan: EnginePlan | None = None
         self._encoder: PreparedEncoder | None = None
+        self._dense_pe: torch.Tensor | None = None
         self.warm_up_batch = warm_up_batch
         self._model: Sam | None = model
         self._transform = ResizeLongestSide(1024)
@@ -91,6 +92,8 @@ class SamEncoderPredictor:
                 self._model = load_sam(self.variant, self.checkpoint)
             self._model = self._model.to(self.device).eval()
             self._encoder = build_encoder(self._model.image_encoder, plan)
+            with torch.inference_mode():  # a constant of the model: upstream recomputes it (sin/cos) per click
+                self._dense_pe = self._model.prompt_encoder.get_dense_pe()
             self.plan = plan
             log.info("Prepared encoder %s", plan.describe())
             self._ready = True
@@ -147,7 +150,7 @@ class SamEncoderPredictor:
         sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
         low_res, scores = model.mask_decoder(
             image_embeddings=torch.as_tensor(embedding.array, device=device),
-            image_pe=model.prompt_encoder.get_dense_pe(),
+            image_pe=model.prompt_encoder.get_dense_pe() if self._dense_pe is None else self._dense_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=use_multimask(prompts),
@@ -173,5 +176,6 @@ class SamEncoderPredictor:
             self._ready = False
             self._model = None
             self._encoder = None
+            self._dense_pe = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -97,6 +97,10 @@ class Component:
         )
         pid = int(out.stdout.strip())
         self.pid_file.write_text(f"{pid}\n")
+        # $! is the forked shell, which execs nohup, which execs the component: until then its cmdline is bash's.
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        wait_for(lambda: cmdline.read_bytes().split(b"\0")[0].decode() == self.snapshot.argv[0], 10, interval=0.02,
+                 what=f"{self.name} ({pid}) to exec")
         return pid
 
     def ensure_running(self) -> None:

@@ -25,7 +25,8 @@ def children(cluster: Cluster, namespace: str) -> dict[str, list[str]]:
 def test_create_gives_children_running_pods_and_ready_status(
         cluster: Cluster, namespace: str, operator: RunningOperator) -> None:
     cluster.apply(sammodel("demo", replicas=2), namespace)
-    sam = wait_condition(cluster, namespace, "demo", "Ready", "True", timeout=90)
+    # Ready is True from the first ready replica (PartiallyReady): wait for both.
+    sam = wait_condition(cluster, namespace, "demo", "Ready", "True", reason="AllReplicasReady", timeout=90)
     kids = children(cluster, namespace)
     assert kids["deployments"] == ["sam-demo"]
     assert kids["services"] == ["sam-demo"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Removes exactly what hack/kind-up.sh made: the kind cluster (its node container), the kwok process, the podman
-# network if kind-up created it, /lib/modules if kind-up created it, and the host sysctls it recorded.
+# Removes exactly what hack/kind-up.sh made: the kind cluster (its node container) and its kwok process; after the
+# last of these scripts' clusters, also the podman network and /lib/modules if they were made for it, and the host
+# sysctls as recorded before the first (hack/kind/lib.sh: host_state_register / host_state_release).
 #   SAM_KIND_REMOVE_IMAGES=1  also remove the images the scripts built (node, base and product images)
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/kind/lib.sh"
@@ -23,17 +24,7 @@ if "$SAM_K8S_BIN/kind" get clusters 2>/dev/null | grep -qx "$SAM_KIND_CLUSTER"; 
   quiet "$STATE/logs/kind-delete.log" "$SAM_K8S_BIN/kind" delete cluster --name "$SAM_KIND_CLUSTER" \
     --kubeconfig "$STATE/kubeconfig"
 fi
-if [[ -f $STATE/created-podman-network ]] && podman network exists kind; then
-  if [[ -z $(podman ps -aq --filter network=kind) ]]; then podman network rm kind >/dev/null; rm -f "$STATE/created-podman-network"
-  else kind_log "podman network kind still has containers: kept"; fi
-fi
-if [[ -f $STATE/sysctls ]]; then
-  while IFS='=' read -r key value; do
-    [[ $(sysctl -n "$key") == "$value" ]] || sysctl -q -w "$key=$value" >/dev/null
-  done <"$STATE/sysctls"
-  rm -f "$STATE/sysctls"
-fi
-if [[ -f $STATE/created-lib-modules ]]; then rmdir /lib/modules 2>/dev/null; rm -f "$STATE/created-lib-modules"; fi
+host_state_release "$SAM_KIND_CLUSTER"
 if [[ ${SAM_KIND_REMOVE_IMAGES:-0} == 1 ]]; then
   podman images --format '{{.Repository}}:{{.Tag}}' | grep -E '^(localhost/sam/|ghcr.io/sam-operator/|registry.k8s.io/)' \
     | xargs -r podman rmi -f >/dev/null

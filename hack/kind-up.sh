@@ -34,12 +34,9 @@ if [[ -n ${SAM_KIND_IMAGES-operator inference} ]]; then
   step "product images ready"
 fi
 
-# Host state the cluster changes: the node's kubelet writes these (non-namespaced) sysctls, netavark turns on IP
-# forwarding, and podman will not bind-mount a missing /lib/modules. Record them to restore on the way down.
-for s in $(kind_host_sysctls); do printf '%s=%s\n' "$s" "$(sysctl -n "$s")"; done >"$STATE/sysctls"
-if [[ ! -e /lib/modules ]]; then mkdir -p /lib/modules; touch "$STATE/created-lib-modules"; fi
-podman network exists kind || touch "$STATE/created-podman-network"
-
+# Host state the cluster changes (the kubelet's host-wide sysctls, netavark's IP forwarding, /lib/modules, the podman
+# network): recorded before the first of these scripts' clusters, restored after the last (hack/kind/lib.sh).
+host_state_register "$SAM_KIND_CLUSTER"
 sed "s/ETCD_IMAGE_TAG/$ETCD_IMAGE_TAG/" "$KIND_DIR/cluster.yaml" >"$STATE/cluster.yaml"
 quiet "$STATE/logs/kind-create.log" "$B/kind" create cluster --name "$SAM_KIND_CLUSTER" --image "$NODE_IMAGE" \
   --config "$STATE/cluster.yaml" --kubeconfig "$STATE/kubeconfig" --wait 120s

@@ -39,3 +39,39 @@ kind_host_sysctls() {
 }
 project_version() { python3 -c 'import tomllib; print(tomllib.load(open("'"$REPO_DIR"'/pyproject.toml","rb"))["project"]["version"])'; }
 kind_node() { echo "$SAM_KIND_CLUSTER-control-plane"; }
+
+# What a kind cluster changes on the host is host-wide (the kubelet's sysctls), so it is shared by every cluster these
+# scripts run at once: the first cluster up records the host as it was, the last one down restores it.
+HOST_STATE=$SAM_KIND_CACHE/host
+_host_lock() { mkdir -p "$HOST_STATE"; exec 9>"$SAM_KIND_CACHE/host.lock"; flock 9; }
+host_state_register() { # cluster-name
+  _host_lock
+  if [[ ! -s $HOST_STATE/clusters ]]; then
+    for s in $(kind_host_sysctls); do printf '%s=%s\n' "$s" "$(sysctl -n "$s")"; done >"$HOST_STATE/sysctls"
+    rm -f "$HOST_STATE"/created-*
+    # podman will not bind-mount a missing /lib/modules (kind mounts it into the node).
+    [[ -e /lib/modules ]] || { mkdir -p /lib/modules; touch "$HOST_STATE/created-lib-modules"; }
+    podman network exists kind || touch "$HOST_STATE/created-podman-network"
+  fi
+  grep -qx "$1" "$HOST_STATE/clusters" 2>/dev/null || echo "$1" >>"$HOST_STATE/clusters"
+  flock -u 9
+}
+host_state_release() { # cluster-name
+  _host_lock
+  { grep -vx "$1" "$HOST_STATE/clusters" 2>/dev/null || true; } >"$HOST_STATE/clusters.new"
+  mv "$HOST_STATE/clusters.new" "$HOST_STATE/clusters"
+  if [[ ! -s $HOST_STATE/clusters ]]; then
+    if [[ -f $HOST_STATE/created-podman-network ]] && podman network exists kind \
+        && [[ -z $(podman ps -aq --filter network=kind) ]]; then
+      podman network rm kind >/dev/null
+    fi
+    if [[ -f $HOST_STATE/sysctls ]]; then
+      while IFS='=' read -r key value; do
+        [[ $(sysctl -n "$key") == "$value" ]] || sysctl -q -w "$key=$value" >/dev/null
+      done <"$HOST_STATE/sysctls"
+    fi
+    [[ -f $HOST_STATE/created-lib-modules ]] && rmdir /lib/modules 2>/dev/null
+    rm -f "$HOST_STATE"/created-* "$HOST_STATE/sysctls"
+  fi
+  flock -u 9
+}

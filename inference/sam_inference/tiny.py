@@ -18,16 +18,16 @@ from .model import build_sam
 DEFAULT_SEED = 0
 
 
-def build_tiny_sam(seed: int = DEFAULT_SEED) -> Sam:
-    """Build the `vit_tiny` SAM with weights drawn from `seed`.
+def build_random_sam(variant: str, seed: int = DEFAULT_SEED) -> Sam:
+    """Build SAM ``variant`` of the real architecture with weights drawn from ``seed``.
 
     SAM zero-initialises its positional and relative-position parameters; they get small random values
-    here so that the tiny model exercises every weight, as a trained one would.
+    here so that a random model exercises every weight, as a trained one would.
     """
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        sam = build_sam("vit_tiny")
+        sam = build_sam(variant)
         with torch.no_grad():
             for name, param in sam.named_parameters():
                 if "pos_embed" in name or "rel_pos" in name:
@@ -35,6 +35,11 @@ def build_tiny_sam(seed: int = DEFAULT_SEED) -> Sam:
     finally:
         torch.random.set_rng_state(generator_state)
     return sam.eval()
+
+
+def build_tiny_sam(seed: int = DEFAULT_SEED) -> Sam:
+    """Build the `vit_tiny` SAM with weights drawn from `seed`."""
+    return build_random_sam("vit_tiny", seed)
 
 
 def tiny_checkpoint_bytes(seed: int = DEFAULT_SEED) -> bytes:

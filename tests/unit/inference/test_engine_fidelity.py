@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 from sam_inference.engine import EngineChoice, PrecisionChoice
-from sam_inference.model import build_sam, load_sam
+from sam_inference.model import load_sam
 from sam_inference.predictor import Embedding
 from sam_inference.sam_predictor import SamEncoderPredictor
 from sam_inference.schemas import Prompts
+from sam_inference.tiny import build_random_sam
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 from unit.inference.scenes import Scene, make_scene
@@ -131,17 +132,7 @@ def test_int8_path_swaps_every_encoder_linear_and_keeps_the_decoder(tiny_model: 
 
 @pytest.fixture(scope="module")
 def vit_b() -> Sam:
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(1)
-        sam = build_sam("vit_b")
-        with torch.no_grad():
-            for name, param in sam.named_parameters():
-                if "rel_pos" in name or "pos_embed" in name:
-                    param.normal_(0.0, 0.02)
-    finally:
-        torch.random.set_rng_state(state)
-    return sam
+    return build_random_sam("vit_b", seed=1)
 
 
 @pytest.mark.slow

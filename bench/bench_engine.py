@@ -28,22 +28,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from sam_inference.engine.encoder import build_encoder  # noqa: E402
 from sam_inference.engine.plan import EnginePlan, derive_plan, resolve_plan  # noqa: E402
-from sam_inference.model import build_sam  # noqa: E402
+from sam_inference.tiny import build_random_sam  # noqa: E402
 from segment_anything.modeling import Sam  # noqa: E402
 from segment_anything.utils.transforms import ResizeLongestSide  # noqa: E402
 from unit.inference.scenes import make_scene  # noqa: E402
 
 REFERENCE = "torch/float32"
-
-
-def random_sam(variant: str, seed: int = 0) -> Sam:
-    torch.manual_seed(seed)
-    sam = build_sam(variant)
-    with torch.no_grad():
-        for name, param in sam.named_parameters():
-            if "rel_pos" in name or "pos_embed" in name:
-                param.normal_(0.0, 0.02)
-    return sam
 
 
 def scene_input(sam: Sam, seed: int, device: str, batch: int = 1) -> torch.Tensor:
@@ -81,7 +71,7 @@ def main() -> None:
     paths = args.paths.split(",")
     if REFERENCE not in paths:
         paths.insert(0, REFERENCE)
-    sam = random_sam(args.variant)
+    sam = build_random_sam(args.variant)
     x = scene_input(sam, 1, args.device)
     encoders = {p: build_encoder(copy.deepcopy(sam.image_encoder), plan_for(p, args.device)) for p in paths}
     del sam

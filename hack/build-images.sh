@@ -11,7 +11,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/kind/lib.sh"
 KIND_LOG_TAG=images
 cd "$REPO_DIR"
-VERSION=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
+VERSION=$(project_version)
 bash "$KIND_DIR/build-base-images.sh"
 base_id=$(podman image inspect --format '{{.Id}}' "$BASE_IMAGE")
 

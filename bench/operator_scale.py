@@ -50,12 +50,24 @@ HACK = ROOT / "hack"
 
 
 def sammodel(name: str) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SamModel", "metadata": {"name": name, "namespace": NS},
-            "spec": {"model": {"variant": "vit_b", "checkpoint": {
-                "url": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-                "sha256": "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"}},
-                "runtime": {"device": "cpu", "maxBatchSize": 1}, "resources": {"gpus": 0},
-                "replicas": 1, "cvat": {"mode": "masks"}}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SamModel",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "model": {
+                "variant": "vit_b",
+                "checkpoint": {
+                    "url": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+                    "sha256": "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+                },
+            },
+            "runtime": {"device": "cpu", "maxBatchSize": 1},
+            "resources": {"gpus": 0},
+            "replicas": 1,
+            "cvat": {"mode": "masks"},
+        },
+    }
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -105,18 +117,35 @@ def run_one(n: int, args: argparse.Namespace, work: Path) -> Result:
     op: Operator | None = None
     observer: Observer | None = None
     try:
-        up = subprocess.run(["bash", str(HACK / "cluster-up.sh")], env=env, capture_output=True, text=True,
-                            timeout=300)
+        up = subprocess.run(["bash", str(HACK / "cluster-up.sh")], env=env, capture_output=True, text=True, timeout=300)
         if up.returncode:
             raise RuntimeError(f"cluster-up failed:\n{up.stdout}\n{up.stderr}")
         kubeconfig = work / "cluster" / "kubeconfig"
-        kubectl = [str(Path(subprocess.run(["bash", "-c", f"source {HACK}/versions.sh && echo $SAM_K8S_BIN"],
-                                           capture_output=True, text=True, check=True).stdout.strip()) / "kubectl"),
-                   "--kubeconfig", str(kubeconfig)]
-        subprocess.run([*kubectl, "apply", "--server-side", "-f", str(ROOT / "crds" / "sammodels.yaml")],
-                       check=True, capture_output=True)
-        subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/sammodels.samoperator.io",
-                        "--timeout=60s"], check=True, capture_output=True)
+        kubectl = [
+            str(
+                Path(
+                    subprocess.run(
+                        ["bash", "-c", f"source {HACK}/versions.sh && echo $SAM_K8S_BIN"],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    ).stdout.strip()
+                )
+                / "kubectl"
+            ),
+            "--kubeconfig",
+            str(kubeconfig),
+        ]
+        subprocess.run(
+            [*kubectl, "apply", "--server-side", "-f", str(ROOT / "crds" / "sammodels.yaml")],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [*kubectl, "wait", "--for=condition=Established", "crd/sammodels.samoperator.io", "--timeout=60s"],
+            check=True,
+            capture_output=True,
+        )
         subprocess.run([*kubectl, "create", "namespace", NS], check=True, capture_output=True)
         api = config.new_client_from_config(config_file=str(kubeconfig))
         api.configuration.connection_pool_maxsize = 16
@@ -144,6 +173,7 @@ def run_one(n: int, args: argparse.Namespace, work: Path) -> Result:
         def all_ready() -> bool:
             with obs.lock:
                 return len(obs.ready) >= n and len(obs.deployment_seen) >= n
+
         converged = wait_until(all_ready, args.converge_timeout, 0.25)
         with obs.lock:
             res.ready, seen = len(obs.ready), dict(obs.deployment_seen)
@@ -153,8 +183,10 @@ def run_one(n: int, args: argparse.Namespace, work: Path) -> Result:
         if converged:
             res.all_ready_s = time.monotonic() - t0
         else:
-            res.notes.append(f"not converged within {args.converge_timeout:.0f}s: {res.ready}/{n} Ready, "
-                             f"{res.deployments_seen}/{n} Deployments")
+            res.notes.append(
+                f"not converged within {args.converge_timeout:.0f}s: {res.ready}/{n} Ready, "
+                f"{res.deployments_seen}/{n} Deployments"
+            )
         print(f"  [{n}] converge phase over after {time.monotonic() - t0:.1f}s: {res.ready}/{n} Ready", flush=True)
         res.converge_writes = op.metric("sam_operator_writes_total")
         res.converge_reconciles = op.metric("sam_operator_reconcile_total")
@@ -184,6 +216,7 @@ def run_one(n: int, args: argparse.Namespace, work: Path) -> Result:
             def edited(name: str = name) -> bool:
                 with obs.lock:
                     return obs.replicas.get(name) == 2
+
             ok = wait_until(edited, args.edit_timeout, 0.02)
             res.edit_latencies_s.append(time.monotonic() - t_edit if ok else None)
         res.peak_rss_mb = op.peak_rss_mb()
@@ -201,14 +234,19 @@ def fmt(v: float | None, spec: str = ".2f") -> str:
 
 
 def table(results: list[Result], label: str) -> str:
-    lines = [f"operator scale ({label})", "| N | create→Deployment p50 / p95 | all Ready | writes converging | "
-             "idle minute: writes / CPU s | one edit → Deployment p50 (max) | peak RSS | API req / reconcile "
-             "(discovery) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"operator scale ({label})",
+        "| N | create→Deployment p50 / p95 | all Ready | writes converging | "
+        "idle minute: writes / CPU s | one edit → Deployment p50 (max) | peak RSS | API req / reconcile "
+        "(discovery) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         edits = [e for e in r.edit_latencies_s if e is not None]
         missed = len(r.edit_latencies_s) - len(edits)
         edit = (f"{fmt(statistics.median(edits))} s ({fmt(max(edits))})" if edits else "-") + (
-            f", {missed} timed out" if missed else "")
+            f", {missed} timed out" if missed else ""
+        )
         ready = f"{fmt(r.all_ready_s, '.1f')} s" if r.all_ready_s is not None else f"not in bound ({r.ready}/{r.n})"
         lines.append(
             f"| {r.n} | {fmt(r.create_to_deployment_p50_s)} / {fmt(r.create_to_deployment_p95_s)} s"
@@ -216,7 +254,8 @@ def table(results: list[Result], label: str) -> str:
             f"{r.converge_writes:.0f} ({r.converge_reconciles:.0f} reconciles) | "
             f"{r.idle_writes:.0f} / {r.idle_cpu_s:.1f} s ({r.idle_reconciles:.0f} reconciles in {r.idle_s:.0f} s) | "
             f"{edit} | {r.peak_rss_mb:.0f} MB | {fmt(r.api_requests_per_reconcile, '.1f')} "
-            f"({r.discovery_requests:.0f}) |")
+            f"({r.discovery_requests:.0f}) |"
+        )
     return "\n".join(lines)
 
 
@@ -229,8 +268,13 @@ def main() -> int:
     parser.add_argument("--settle-timeout", type=float, default=30.0, help="bound of the wait for 5 quiet seconds")
     parser.add_argument("--edit-timeout", type=float, default=60.0)
     parser.add_argument("--operator-src", default=None, help="PYTHONPATH for another sam_operator tree")
-    parser.add_argument("--operator-env", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
-                        help="extra operator env, NAME=VALUE (repeatable)")
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        type=lambda s: tuple(s.split("=", 1)),
+        help="extra operator env, NAME=VALUE (repeatable)",
+    )
     parser.add_argument("--label", default="this tree")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()

@@ -22,8 +22,15 @@ from prometheus_client.parser import text_string_to_metric_families
 VENV_BIN = Path(sys.executable).parent
 NS = "bench"
 GROUP, VERSION, PLURAL = "samoperator.io", "v1alpha1", "sammodels"
-CHILD_RESOURCES = {"deployments", "services", "persistentvolumeclaims", "poddisruptionbudgets",
-                   "horizontalpodautoscalers", "networkpolicies", "servicemonitors"}
+CHILD_RESOURCES = {
+    "deployments",
+    "services",
+    "persistentvolumeclaims",
+    "poddisruptionbudgets",
+    "horizontalpodautoscalers",
+    "networkpolicies",
+    "servicemonitors",
+}
 PODS_PER_NODE = 250
 
 
@@ -37,13 +44,27 @@ def nodes_manifest(count: int) -> str:
     nodes = []
     for i in range(max(1, -(-count * 2 // PODS_PER_NODE))):  # room for 2 pods per SamModel (the edits)
         alloc = {"cpu": "4000", "memory": "16Ti", "ephemeral-storage": "64Ti", "pods": str(PODS_PER_NODE)}
-        nodes.append({"apiVersion": "v1", "kind": "Node", "metadata": {
-            "name": f"bench-node-{i}",
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"kubernetes.io/hostname": f"bench-node-{i}", "kubernetes.io/os": "linux", "type": "kwok"}},
-            "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-                       "capacity": alloc, "allocatable": alloc,
-                       "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"}}})
+        nodes.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": f"bench-node-{i}",
+                    "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                    "labels": {
+                        "kubernetes.io/hostname": f"bench-node-{i}",
+                        "kubernetes.io/os": "linux",
+                        "type": "kwok",
+                    },
+                },
+                "status": {
+                    "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                    "capacity": alloc,
+                    "allocatable": alloc,
+                    "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"},
+                },
+            }
+        )
     return yaml.safe_dump_all(nodes)
 
 
@@ -57,12 +78,26 @@ class Operator:
         if src:
             argv = [sys.executable, "-c", "from sam_operator.__main__ import main; main()"]
             extra["PYTHONPATH"] = src
-        full_env = {**os.environ, "KUBECONFIG": str(kubeconfig), "SAM_OPERATOR_METRICS_PORT": str(self.metrics_port),
-                    "SAM_OPERATOR_METRICS_HOST": "127.0.0.1", "SAM_OPERATOR_HEALTH_PORT": str(self.health_port),
-                    "SAM_OPERATOR_HEALTH_HOST": "127.0.0.1", "NO_PROXY": "127.0.0.1,localhost", **extra, **env}
+        full_env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "SAM_OPERATOR_METRICS_PORT": str(self.metrics_port),
+            "SAM_OPERATOR_METRICS_HOST": "127.0.0.1",
+            "SAM_OPERATOR_HEALTH_PORT": str(self.health_port),
+            "SAM_OPERATOR_HEALTH_HOST": "127.0.0.1",
+            "NO_PROXY": "127.0.0.1,localhost",
+            **extra,
+            **env,
+        }
         self.log = log.open("ab")
-        self.proc = subprocess.Popen(argv, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            env=full_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def wait_healthy(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -112,8 +147,9 @@ class Observer:
         self.replicas: dict[str, int] = {}
         self.ready: set[str] = set()
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._loop, args=(f,), daemon=True)
-                        for f in (self._deployments, self._sammodels)]
+        self.threads = [
+            threading.Thread(target=self._loop, args=(f,), daemon=True) for f in (self._deployments, self._sammodels)
+        ]
         for t in self.threads:
             t.start()
 
@@ -126,8 +162,9 @@ class Observer:
 
     def _deployments(self) -> None:
         rv = self.apps.list_namespaced_deployment(NS).metadata.resource_version
-        for ev in watch.Watch().stream(self.apps.list_namespaced_deployment, NS, resource_version=rv,
-                                       timeout_seconds=30, _request_timeout=60):
+        for ev in watch.Watch().stream(
+            self.apps.list_namespaced_deployment, NS, resource_version=rv, timeout_seconds=30, _request_timeout=60
+        ):
             obj = ev["object"]
             name = obj.metadata.name.removeprefix("sam-")
             with self.lock:
@@ -139,9 +176,16 @@ class Observer:
     def _sammodels(self) -> None:
         listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL)
         self._note_ready(listed["items"])
-        for ev in watch.Watch().stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, NS, PLURAL,
-                                       resource_version=listed["metadata"]["resourceVersion"], timeout_seconds=30,
-                                       _request_timeout=60):
+        for ev in watch.Watch().stream(
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            NS,
+            PLURAL,
+            resource_version=listed["metadata"]["resourceVersion"],
+            timeout_seconds=30,
+            _request_timeout=60,
+        ):
             self._note_ready([ev["object"]])
             if self.stop.is_set():
                 return
@@ -165,8 +209,14 @@ def operator_request(resource: str, subresource: str, verb: str) -> bool:
 
 def apiserver_requests(api: client.ApiClient) -> tuple[float, float]:
     """(requests the operator makes, discovery requests of every client) so far, from apiserver_request_total."""
-    resp = api.call_api("/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False,
-                        _return_http_data_only=True, _request_timeout=30)
+    resp = api.call_api(
+        "/metrics",
+        "GET",
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+        _return_http_data_only=True,
+        _request_timeout=30,
+    )
     operator, discovery = 0.0, 0.0
     for family in text_string_to_metric_families(resp.data.decode()):
         for s in family.samples:
@@ -178,5 +228,3 @@ def apiserver_requests(api: client.ApiClient) -> tuple[float, float]:
             elif operator_request(res, sub, verb or ""):
                 operator += s.value
     return operator, discovery
-
-

@@ -62,29 +62,56 @@ def serve_gateway(port: int, encoder: str, token: str | None) -> None:
     from sam_operator.gateway.catalog import Catalog
     from sam_operator.gateway.settings import GatewaySettings
 
-    settings = GatewaySettings(host="127.0.0.1", port=port, direct_enabled=False, pod_address_annotation=ANNOTATION,
-                               token=token)
+    settings = GatewaySettings(
+        host="127.0.0.1", port=port, direct_enabled=False, pod_address_annotation=ANNOTATION, token=token
+    )
     catalog = Catalog(pod_address_annotation=ANNOTATION)
-    labels = {"app.kubernetes.io/name": "sam-encoder", "app.kubernetes.io/instance": "soak",
-              "app.kubernetes.io/component": "encoder"}
-    catalog.upsert_model({
-        "apiVersion": "samoperator.io/v1alpha1", "kind": "SamModel",
-        "metadata": {"name": "soak", "namespace": "bench", "creationTimestamp": "2026-01-01T00:00:00Z",
-                     "resourceVersion": "1", "generation": 1},
-        "spec": {"model": {"variant": "vit_h"}},
-        "status": {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1,
-                   "selector": ",".join(f"{k}={v}" for k, v in labels.items()),
-                   "conditions": [{"type": "Ready", "status": "True", "reason": "Ready"}],
-                   "cvat": {"enabled": True, "functionName": FUNCTION, "mode": "embedding",
-                            "description": "soak", "annotations": {"name": "Segment Anything",
-                                                                   "type": "interactor", "version": "2"}}},
-    })
-    catalog.upsert_pod({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "soak-0", "namespace": "bench", "labels": labels, "annotations": {ANNOTATION: encoder}},
-        "status": {"phase": "Running", "podIP": "10.0.0.1",
-                   "conditions": [{"type": "Ready", "status": "True"}]},
-    })
+    labels = {
+        "app.kubernetes.io/name": "sam-encoder",
+        "app.kubernetes.io/instance": "soak",
+        "app.kubernetes.io/component": "encoder",
+    }
+    catalog.upsert_model(
+        {
+            "apiVersion": "samoperator.io/v1alpha1",
+            "kind": "SamModel",
+            "metadata": {
+                "name": "soak",
+                "namespace": "bench",
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "resourceVersion": "1",
+                "generation": 1,
+            },
+            "spec": {"model": {"variant": "vit_h"}},
+            "status": {
+                "observedGeneration": 1,
+                "replicas": 1,
+                "readyReplicas": 1,
+                "selector": ",".join(f"{k}={v}" for k, v in labels.items()),
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Ready"}],
+                "cvat": {
+                    "enabled": True,
+                    "functionName": FUNCTION,
+                    "mode": "embedding",
+                    "description": "soak",
+                    "annotations": {"name": "Segment Anything", "type": "interactor", "version": "2"},
+                },
+            },
+        }
+    )
+    catalog.upsert_pod(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "soak-0",
+                "namespace": "bench",
+                "labels": labels,
+                "annotations": {ANNOTATION: encoder},
+            },
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]},
+        }
+    )
     web.run_app(create_app(settings, catalog), host="127.0.0.1", port=port, access_log=None, print=None)
 
 
@@ -130,12 +157,18 @@ class Peak:
         self._stop.set()
         self._thread.join()
         hwm = self._field("VmHWM") or 0
-        return {"vmhwm_mib": hwm / 2**20, "rss_start_mib": (self.samples[0] if self.samples else 0) / 2**20,
-                "rss_end_mib": (self.samples[-1] if self.samples else 0) / 2**20,
-                "rss_max_sampled_mib": max(self.samples, default=0) / 2**20,
-                # RSS at each tenth of the run: a plateau is fragmentation/arenas, a steady climb is a leak.
-                "rss_by_tenth_mib": [self.samples[min(len(self.samples) - 1, len(self.samples) * i // 10)] / 2**20
-                                     for i in range(1, 11)] if self.samples else []}
+        return {
+            "vmhwm_mib": hwm / 2**20,
+            "rss_start_mib": (self.samples[0] if self.samples else 0) / 2**20,
+            "rss_end_mib": (self.samples[-1] if self.samples else 0) / 2**20,
+            "rss_max_sampled_mib": max(self.samples, default=0) / 2**20,
+            # RSS at each tenth of the run: a plateau is fragmentation/arenas, a steady climb is a leak.
+            "rss_by_tenth_mib": [
+                self.samples[min(len(self.samples) - 1, len(self.samples) * i // 10)] / 2**20 for i in range(1, 11)
+            ]
+            if self.samples
+            else [],
+        }
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -163,11 +196,24 @@ async def wait_http(url: str, proc: subprocess.Popen[bytes], limit_s: float = 30
     raise TimeoutError(url)
 
 
-async def client_loop(session: aiohttp.ClientSession, url: str, bodies: list[bytes], hot: int, until: float,
-                      think_s: float, rng: random.Random, results: list[tuple[int, float]], token: str | None
-                      ) -> None:
-    headers = {"x-nuclio-function-name": FUNCTION, "x-nuclio-path": "/", "x-nuclio-project-name": "cvat",
-               "x-nuclio-function-namespace": "nuclio", "Content-Type": "application/json"}
+async def client_loop(
+    session: aiohttp.ClientSession,
+    url: str,
+    bodies: list[bytes],
+    hot: int,
+    until: float,
+    think_s: float,
+    rng: random.Random,
+    results: list[tuple[int, float]],
+    token: str | None,
+) -> None:
+    headers = {
+        "x-nuclio-function-name": FUNCTION,
+        "x-nuclio-path": "/",
+        "x-nuclio-project-name": "cvat",
+        "x-nuclio-function-namespace": "nuclio",
+        "Content-Type": "application/json",
+    }
     if token:
         headers["Authorization"] = f"Bearer {token}"
     while time.monotonic() < until:
@@ -189,37 +235,80 @@ TOKEN = "soak-token"
 def start_stack(args: argparse.Namespace, work: Path, procs: list[subprocess.Popen[bytes]]) -> tuple[int, int]:
     """Start the encoder and the gateway; return their ports."""
     checkpoint = work / "sam_vit_tiny.pth"
-    subprocess.run([sys.executable, "-m", "sam_inference", "make-tiny", "--output", str(checkpoint)], check=True,
-                   cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "inference")}, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "sam_inference", "make-tiny", "--output", str(checkpoint)],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "inference")},
+        stdout=subprocess.DEVNULL,
+    )
     enc_port, gw_port = free_port(), free_port()
     encoder_env = {
-        **os.environ, "PYTHONPATH": str(ROOT / "inference"),
-        "SAM_INFERENCE_HOST": "127.0.0.1", "SAM_INFERENCE_PORT": str(enc_port),
-        "SAM_INFERENCE_MODEL_VARIANT": args.variant, "SAM_INFERENCE_CHECKPOINT_PATH": str(checkpoint),
-        "SAM_INFERENCE_DEVICE": args.device, "SAM_INFERENCE_MAX_QUEUE": str(args.max_queue),
-        "SAM_INFERENCE_MAX_BATCH_SIZE": str(args.max_batch), "SAM_INFERENCE_LOG_LEVEL": "WARNING",
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "inference"),
+        "SAM_INFERENCE_HOST": "127.0.0.1",
+        "SAM_INFERENCE_PORT": str(enc_port),
+        "SAM_INFERENCE_MODEL_VARIANT": args.variant,
+        "SAM_INFERENCE_CHECKPOINT_PATH": str(checkpoint),
+        "SAM_INFERENCE_DEVICE": args.device,
+        "SAM_INFERENCE_MAX_QUEUE": str(args.max_queue),
+        "SAM_INFERENCE_MAX_BATCH_SIZE": str(args.max_batch),
+        "SAM_INFERENCE_LOG_LEVEL": "WARNING",
     }
     with (work / "encoder.log").open("wb") as log:
-        procs.append(subprocess.Popen([sys.executable, "-m", "sam_inference", "serve"], env=encoder_env, cwd=ROOT,
-                                      stdout=log, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "sam_inference", "serve"],
+                env=encoder_env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
     with (work / "gateway.log").open("wb") as log:
-        procs.append(subprocess.Popen([sys.executable, __file__, "--serve-gateway", str(gw_port),
-                                       "--encoder-address", f"127.0.0.1:{enc_port}", "--token", TOKEN],
-                                      cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--serve-gateway",
+                    str(gw_port),
+                    "--encoder-address",
+                    f"127.0.0.1:{enc_port}",
+                    "--token",
+                    TOKEN,
+                ],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
     return enc_port, gw_port
 
 
-async def load(args: argparse.Namespace, procs: list[subprocess.Popen[bytes]], enc_port: int, gw_port: int
-               ) -> tuple[list[tuple[int, float]], float, dict[str, dict[str, Any]], str]:
+async def load(
+    args: argparse.Namespace, procs: list[subprocess.Popen[bytes]], enc_port: int, gw_port: int
+) -> tuple[list[tuple[int, float]], float, dict[str, dict[str, Any]], str]:
     encoder, gateway = procs
     await wait_http(f"http://127.0.0.1:{enc_port}/readyz", encoder)
     await wait_http(f"http://127.0.0.1:{gw_port}/healthz", gateway)
     print(f"encoder pid {encoder.pid} on :{enc_port}, gateway pid {gateway.pid} on :{gw_port}")
     width, height = (int(v) for v in args.size.split("x"))
-    bodies = [json.dumps({"image": base64.b64encode(frame(i, width, height)).decode(), "pos_points": [],
-                          "neg_points": [], "obj_bbox": []}).encode() for i in range(args.frames)]
-    print(f"{args.frames} frames of {width}x{height}, ~{sum(map(len, bodies)) // len(bodies) // 1024} KiB "
-          f"per request body; {args.clients} clients for {args.duration:g} s")
+    bodies = [
+        json.dumps(
+            {
+                "image": base64.b64encode(frame(i, width, height)).decode(),
+                "pos_points": [],
+                "neg_points": [],
+                "obj_bbox": [],
+            }
+        ).encode()
+        for i in range(args.frames)
+    ]
+    print(
+        f"{args.frames} frames of {width}x{height}, ~{sum(map(len, bodies)) // len(bodies) // 1024} KiB "
+        f"per request body; {args.clients} clients for {args.duration:g} s"
+    )
     peaks = {"encoder": Peak(encoder.pid).start(), "gateway": Peak(gateway.pid).start()}
     results: list[tuple[int, float]] = []
     url = f"http://127.0.0.1:{gw_port}/api/function_invocations"
@@ -227,8 +316,14 @@ async def load(args: argparse.Namespace, procs: list[subprocess.Popen[bytes]], e
     started = time.monotonic()
     until = started + args.duration
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
-        await asyncio.gather(*(client_loop(session, url, bodies, args.hot, until, args.think_ms / 1000,
-                                           random.Random(i), results, TOKEN) for i in range(args.clients)))
+        await asyncio.gather(
+            *(
+                client_loop(
+                    session, url, bodies, args.hot, until, args.think_ms / 1000, random.Random(i), results, TOKEN
+                )
+                for i in range(args.clients)
+            )
+        )
     elapsed = time.monotonic() - started
     memory = {name: peak.stop() for name, peak in peaks.items()}
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{enc_port}/metrics") as resp:
@@ -255,22 +350,40 @@ def soak(args: argparse.Namespace) -> int:
     lat_all = [t for _, t in results]
     lat_ok = [t for s, t in results if s == 200]
     lat_429 = [t for s, t in results if s == 429]
-    hits = next((float(line.split()[-1]) for line in metrics_text.splitlines()
-                 if line.startswith("sam_inference_cache_hits_total")), 0.0)
+    hits = next(
+        (
+            float(line.split()[-1])
+            for line in metrics_text.splitlines()
+            if line.startswith("sam_inference_cache_hits_total")
+        ),
+        0.0,
+    )
     report: dict[str, Any] = {
-        "clients": args.clients, "duration_s": round(elapsed, 1), "requests": len(results),
+        "clients": args.clients,
+        "duration_s": round(elapsed, 1),
+        "requests": len(results),
         "codes": {str(k): v for k, v in sorted(codes.items())},
         "ok_per_s": round(len(lat_ok) / elapsed, 2),
-        "n_5xx": sum(v for k, v in codes.items() if k >= 500), "client_errors": codes.get(-1, 0),
+        "n_5xx": sum(v for k, v in codes.items() if k >= 500),
+        "client_errors": codes.get(-1, 0),
         "latency_all_s": {q: _r(pct(lat_all, float(q[1:]))) for q in ("p50", "p95", "p99")},
         "latency_200_s": {q: _r(pct(lat_ok, float(q[1:]))) for q in ("p50", "p95", "p99")},
         "latency_429_s": {q: _r(pct(lat_429, float(q[1:]))) for q in ("p50", "p99")},
         "max_latency_s": round(max(lat_all, default=0), 3),
         "encoder_cache_hits": hits,
-        "memory": {k: {m: [round(x) for x in v] if isinstance(v, list) else round(v, 1) for m, v in d.items()}
-                   for k, d in memory.items()},
-        "settings": {"max_queue": args.max_queue, "max_batch": args.max_batch, "variant": args.variant,
-                     "device": args.device, "frames": args.frames, "size": args.size, "think_ms": args.think_ms},
+        "memory": {
+            k: {m: [round(x) for x in v] if isinstance(v, list) else round(v, 1) for m, v in d.items()}
+            for k, d in memory.items()
+        },
+        "settings": {
+            "max_queue": args.max_queue,
+            "max_batch": args.max_batch,
+            "variant": args.variant,
+            "device": args.device,
+            "frames": args.frames,
+            "size": args.size,
+            "think_ms": args.think_ms,
+        },
     }
     print(json.dumps(report, indent=2))
     if args.json:

@@ -83,16 +83,24 @@ class Demo:
             self.kubeconfig = Path(external).resolve()
             self.paths.write_state(cluster="external", kubeconfig=str(self.kubeconfig))
             nodes = json.loads(run([*self.kubectl, "get", "nodes", "-o", "json"]))["items"]
-            real = [n["metadata"]["name"] for n in nodes
-                    if (n["metadata"].get("annotations") or {}).get("kwok.x-k8s.io/node") != "fake"]
+            real = [
+                n["metadata"]["name"]
+                for n in nodes
+                if (n["metadata"].get("annotations") or {}).get("kwok.x-k8s.io/node") != "fake"
+            ]
             if real:
                 raise DemoError(
                     f"nodes {real} are not kwok-simulated: the demo runs the pods' processes on this machine, which "
                     "only works with simulated nodes. Unset KUBECONFIG to use the demo's own local cluster, or "
-                    "follow the README's quick start for a real cluster.")
+                    "follow the README's quick start for a real cluster."
+                )
         else:
-            step(1, STEPS, "Starting a local Kubernetes control plane (etcd, kube-apiserver, controller-manager, "
-                           "scheduler, kwok nodes)")
+            step(
+                1,
+                STEPS,
+                "Starting a local Kubernetes control plane (etcd, kube-apiserver, controller-manager, "
+                "scheduler, kwok nodes)",
+            )
             self.kubeconfig = self.paths.cluster / "kubeconfig"
             self.paths.write_state(cluster="local", kubeconfig=str(self.kubeconfig))
 
@@ -100,9 +108,19 @@ class Demo:
             for var in ("P_ETCD", "P_PEER", "P_API", "P_KCM", "P_SCHED"):
                 env.pop(var, None)
             run_script("cluster-up.sh", env)
-        block(run([*self.kubectl, "get", "nodes", "-o", "custom-columns=NODE:.metadata.name,"
-                   "READY:.status.conditions[?(@.type=='Ready')].status,GPUS:.status.allocatable.nvidia\\.com/gpu,"
-                   "GPU-MODEL:.metadata.labels.nvidia\\.com/gpu\\.product"]))
+        block(
+            run(
+                [
+                    *self.kubectl,
+                    "get",
+                    "nodes",
+                    "-o",
+                    "custom-columns=NODE:.metadata.name,"
+                    "READY:.status.conditions[?(@.type=='Ready')].status,GPUS:.status.allocatable.nvidia\\.com/gpu,"
+                    "GPU-MODEL:.metadata.labels.nvidia\\.com/gpu\\.product",
+                ]
+            )
+        )
 
     # ------------------------------------------------------------------ 2 chart
     def chart(self) -> None:
@@ -112,11 +130,27 @@ class Demo:
         base = min(free_port(), 65000)  # direct-mode ports from a free region, so nothing on this machine collides
         self.paths.write_state(release=RELEASE, namespaces=[SYSTEM_NS, MODEL_NS])
         started = time.monotonic()
-        out = run([*self.helm, "upgrade", "--install", RELEASE, str(REPO / "charts" / "sam-operator"),
-                   "-n", SYSTEM_NS, "--create-namespace", "--set", f"operator.directPorts.base={base}",
-                   "--wait", "--timeout", "180s"])
-        info(f"installed in {time.monotonic() - started:.1f}s (CRD from the chart's crds/, RBAC, Deployments, "
-             "Services, dashboards)")
+        out = run(
+            [
+                *self.helm,
+                "upgrade",
+                "--install",
+                RELEASE,
+                str(REPO / "charts" / "sam-operator"),
+                "-n",
+                SYSTEM_NS,
+                "--create-namespace",
+                "--set",
+                f"operator.directPorts.base={base}",
+                "--wait",
+                "--timeout",
+                "180s",
+            ]
+        )
+        info(
+            f"installed in {time.monotonic() - started:.1f}s (CRD from the chart's crds/, RBAC, Deployments, "
+            "Services, dashboards)"
+        )
         notes = out.split("NOTES:", 1)[-1].strip().splitlines()
         block("\n".join(["NOTES (abridged):", *notes[:3]]))
         block(run([*self.kubectl, "get", "deployments,services", "-n", SYSTEM_NS]))
@@ -129,28 +163,45 @@ class Demo:
 
         for component, deployment in (("operator", RELEASE), ("gateway", f"{RELEASE}-gateway")):
             command, env = deployment_container(self.kubectl, SYSTEM_NS, deployment)
-            sa_config = token_kubeconfig(self.kubectl, self.kubeconfig, SYSTEM_NS, deployment,
-                                         self.paths.out(f"{component}.kubeconfig"))
+            sa_config = token_kubeconfig(
+                self.kubectl, self.kubeconfig, SYSTEM_NS, deployment, self.paths.out(f"{component}.kubeconfig")
+            )
             port, health = free_port(), free_port()
             if component == "operator":
-                env.update(SAM_OPERATOR_METRICS_HOST="127.0.0.1", SAM_OPERATOR_METRICS_PORT=str(port),
-                           SAM_OPERATOR_HEALTH_HOST="127.0.0.1", SAM_OPERATOR_HEALTH_PORT=str(health),
-                           KUBECONFIG=str(sa_config))
+                env.update(
+                    SAM_OPERATOR_METRICS_HOST="127.0.0.1",
+                    SAM_OPERATOR_METRICS_PORT=str(port),
+                    SAM_OPERATOR_HEALTH_HOST="127.0.0.1",
+                    SAM_OPERATOR_HEALTH_PORT=str(health),
+                    KUBECONFIG=str(sa_config),
+                )
                 urls = (f"http://127.0.0.1:{health}/healthz", f"http://127.0.0.1:{port}/metrics")
             else:
-                env.update(SAM_GATEWAY_HOST="127.0.0.1", SAM_GATEWAY_PORT=str(port),
-                           SAM_GATEWAY_KUBECONFIG=str(sa_config), KUBECONFIG=str(sa_config),
-                           # kwok pods have no reachable IP: dial the address the pod harness annotates instead.
-                           SAM_GATEWAY_POD_ADDRESS_ANNOTATION=ADDRESS_ANNOTATION)
+                env.update(
+                    SAM_GATEWAY_HOST="127.0.0.1",
+                    SAM_GATEWAY_PORT=str(port),
+                    SAM_GATEWAY_KUBECONFIG=str(sa_config),
+                    KUBECONFIG=str(sa_config),
+                    # kwok pods have no reachable IP: dial the address the pod harness annotates instead.
+                    SAM_GATEWAY_POD_ADDRESS_ANNOTATION=ADDRESS_ANNOTATION,
+                )
                 urls = (f"http://127.0.0.1:{port}/readyz", f"http://127.0.0.1:{port}/metrics")
-            proc = spawn(self.paths, component, [str(VENV_BIN / command[0]), *command[1:]], env, command[0],
-                         order=30 if component == "gateway" else 40)
+            proc = spawn(
+                self.paths,
+                component,
+                [str(VENV_BIN / command[0]), *command[1:]],
+                env,
+                command[0],
+                order=30 if component == "gateway" else 40,
+            )
             wait_http(urls[0], component, proc, self.paths)
             self.ports[component] = port
             self.metrics_before[component] = scrape(urls[1])
-            info(f"{component}: `{' '.join(command)}` as ServiceAccount {SYSTEM_NS}/{deployment}, "
-                 f"{len(env)} env vars from the Deployment, listening on 127.0.0.1 (log: {self.paths.logs}/"
-                 f"{component}.log)")
+            info(
+                f"{component}: `{' '.join(command)}` as ServiceAccount {SYSTEM_NS}/{deployment}, "
+                f"{len(env)} env vars from the Deployment, listening on 127.0.0.1 (log: {self.paths.logs}/"
+                f"{component}.log)"
+            )
         info(f"CVAT would use: CVAT_NUCLIO_HOST=127.0.0.1 CVAT_NUCLIO_PORT={self.ports['gateway']}")
 
     # ------------------------------------------------------------------ 4 checkpoint
@@ -163,8 +214,14 @@ class Demo:
         folder.mkdir(exist_ok=True)
         sha = write_tiny_checkpoint(folder / "sam_vit_tiny.pth")
         port = free_port()
-        proc = spawn(self.paths, "checkpoint-server", [sys.executable, "-m", "http.server", str(port), "--bind",
-                                                       "127.0.0.1", "--directory", str(folder)], {}, "http.server", 50)
+        proc = spawn(
+            self.paths,
+            "checkpoint-server",
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
+            {},
+            "http.server",
+            50,
+        )
         url = f"http://127.0.0.1:{port}/sam_vit_tiny.pth"
         wait_http(url, "checkpoint-server", proc, self.paths)
         size = (folder / "sam_vit_tiny.pth").stat().st_size
@@ -174,9 +231,16 @@ class Demo:
     # ------------------------------------------------------------------ 5 SamModel
     def sammodel(self, url: str, sha: str) -> None:
         step(5, STEPS, f"kubectl apply a SamModel in namespace {MODEL_NS}")
-        run([*self.kubectl, "apply", "-f", "-"], input=json.dumps({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": MODEL_NS, "labels": {
-                "pod-security.kubernetes.io/enforce": "restricted"}}}))
+        run(
+            [*self.kubectl, "apply", "-f", "-"],
+            input=json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": MODEL_NS, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+                }
+            ),
+        )
         manifest = f"""\
 # With internet, point the checkpoint at the official weights instead (crds/samples/sammodel-gpu.yaml):
 #   url: https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth
@@ -210,9 +274,22 @@ spec:
     def pods(self) -> str:
         step(6, STEPS, "Running the encoder pods' processes (init containers fetch + export-decoder, then serve)")
         status_file = self.paths.out("pods/status.json")
-        runner = spawn(self.paths, "pod-runner", [sys.executable, str(Path(__file__).resolve()), "pods",
-                                         "--kubeconfig", str(self.kubeconfig), "--dir", str(self.paths.root)],
-              {}, "demo.py", order=10)
+        runner = spawn(
+            self.paths,
+            "pod-runner",
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "pods",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--dir",
+                str(self.paths.root),
+            ],
+            {},
+            "demo.py",
+            order=10,
+        )
         from harness.cvat import CvatClient
 
         def check() -> tuple[bool, str]:
@@ -223,8 +300,10 @@ spec:
             for pod in pods["items"]:
                 served = (pod["metadata"].get("annotations") or {}).get(ADDRESS_ANNOTATION)
                 served_all = served_all and bool(served)
-                states.append(f"{pod['metadata']['name']} {pod['status'].get('phase')}"
-                              + (f", serving at {served}" if served else ", starting its processes"))
+                states.append(
+                    f"{pod['metadata']['name']} {pod['status'].get('phase')}"
+                    + (f", serving at {served}" if served else ", starting its processes")
+                )
             sam = json.loads(run([*self.kubectl, "get", "sam", MODEL, "-n", MODEL_NS, "-o", "json"]))
             ready = next((c for c in sam.get("status", {}).get("conditions") or [] if c["type"] == "Ready"), {})
             errors = json.loads(status_file.read_text()).get("errors", []) if status_file.exists() else []
@@ -247,8 +326,13 @@ spec:
 
     def encoder_address(self) -> str:
         pods = json.loads(run([*self.kubectl, "get", "pods", "-n", MODEL_NS, "-l", SELECTOR, "-o", "json"]))
-        return str(next(p["metadata"]["annotations"][ADDRESS_ANNOTATION] for p in pods["items"]
-                        if ADDRESS_ANNOTATION in (p["metadata"].get("annotations") or {})))
+        return str(
+            next(
+                p["metadata"]["annotations"][ADDRESS_ANNOTATION]
+                for p in pods["items"]
+                if ADDRESS_ANNOTATION in (p["metadata"].get("annotations") or {})
+            )
+        )
 
     # ------------------------------------------------------------------ 7-8 CVAT
     def cvat(self, function: str) -> tuple[Any, Any, bytes]:
@@ -269,9 +353,11 @@ spec:
     # ------------------------------------------------------------------ 9 metrics
     def metrics(self) -> dict[str, list[str]]:
         step(9, STEPS, "Metrics that moved (Prometheus /metrics of the gateway, the encoder and the operator)")
-        urls = {"gateway": f"http://127.0.0.1:{self.ports['gateway']}/metrics",
-                "encoder": f"http://{self.encoder_address()}/metrics",
-                "operator": f"http://127.0.0.1:{self.ports['operator']}/metrics"}
+        urls = {
+            "gateway": f"http://127.0.0.1:{self.ports['gateway']}/metrics",
+            "encoder": f"http://{self.encoder_address()}/metrics",
+            "operator": f"http://127.0.0.1:{self.ports['operator']}/metrics",
+        }
         result = {}
         for name, url in urls.items():
             lines = moved(self.metrics_before.get(name, {}), scrape(url))
@@ -314,8 +400,10 @@ def up(paths: DemoPaths, keep: bool) -> int:
         traceback.print_exc()
     finally:
         step(10, STEPS, "Done" if ok else "Stopped")
-        info(f"{time.monotonic() - started:.0f}s; outputs in {paths.root}: mask-overlay.png, mask.png, image.png, "
-             "result.json, logs/")
+        info(
+            f"{time.monotonic() - started:.0f}s; outputs in {paths.root}: mask-overlay.png, mask.png, image.png, "
+            "result.json, logs/"
+        )
         if keep:
             info(f"DEMO_KEEP=1: everything is still running. export KUBECONFIG={demo.kubeconfig}")
             if "gateway" in demo.ports:
@@ -335,15 +423,22 @@ def down(paths: DemoPaths) -> int:
     import subprocess
 
     if state.get("cluster") == "local" or (paths.cluster / "pids").exists():
-        out = subprocess.run(["bash", str(REPO / "hack" / "cluster-down.sh")], capture_output=True, text=True,
-                             env={**os.environ, "SAM_CLUSTER_DIR": str(paths.cluster)}, timeout=180)
+        out = subprocess.run(
+            ["bash", str(REPO / "hack" / "cluster-down.sh")],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SAM_CLUSTER_DIR": str(paths.cluster)},
+            timeout=180,
+        )
         info(out.stdout.strip() or out.stderr.strip())
     elif state.get("cluster") == "external" and state.get("release"):
         bin_dir = k8s_bin()
         kcfg = ["--kubeconfig", state["kubeconfig"]]
-        for argv in ([str(bin_dir / "kubectl"), *kcfg, "delete", "namespace", MODEL_NS, "--ignore-not-found"],
-                     [str(bin_dir / "helm"), *kcfg, "uninstall", state["release"], "-n", SYSTEM_NS],
-                     [str(bin_dir / "kubectl"), *kcfg, "delete", "namespace", SYSTEM_NS, "--ignore-not-found"]):
+        for argv in (
+            [str(bin_dir / "kubectl"), *kcfg, "delete", "namespace", MODEL_NS, "--ignore-not-found"],
+            [str(bin_dir / "helm"), *kcfg, "uninstall", state["release"], "-n", SYSTEM_NS],
+            [str(bin_dir / "kubectl"), *kcfg, "delete", "namespace", SYSTEM_NS, "--ignore-not-found"],
+        ):
             subprocess.run(argv, capture_output=True, timeout=180)
         info(f"uninstalled {state['release']}, deleted namespaces {MODEL_NS} and {SYSTEM_NS}")
     paths.state.unlink(missing_ok=True)

@@ -35,8 +35,9 @@ def image(paths: DemoPaths) -> tuple[bytes, np.ndarray]:
     return png, rgb
 
 
-def invoke(gateway_port: int, function: str, png: bytes, rgb: np.ndarray, pos: list[list[float]],
-           neg: list[list[float]]) -> bytes:
+def invoke(
+    gateway_port: int, function: str, png: bytes, rgb: np.ndarray, pos: list[list[float]], neg: list[list[float]]
+) -> bytes:
     from harness.cvat import CvatClient, interactor_payload
 
     cvat = CvatClient(gateway_port)
@@ -44,8 +45,10 @@ def invoke(gateway_port: int, function: str, png: bytes, rgb: np.ndarray, pos: l
     info(f"GET /api/functions → {len(functions)} function(s)")
     for name, fn in functions.items():
         ann = fn["metadata"]["annotations"]
-        info(f"  {name}: name={ann['name']!r} type={ann['type']} version={ann['version']} "
-             f"httpPort={fn['status'].get('httpPort')}")
+        info(
+            f"  {name}: name={ann['name']!r} type={ann['type']} version={ann['version']} "
+            f"httpPort={fn['status'].get('httpPort')}"
+        )
     payload = interactor_payload(png, pos=pos, neg=neg)
     blob = b""
     for label in ("first click (encodes the image)", "second click, same frame (embedding cache)"):
@@ -54,20 +57,27 @@ def invoke(gateway_port: int, function: str, png: bytes, rgb: np.ndarray, pos: l
         if status != 200:
             raise DemoError(f"POST /api/function_invocations answered {status}: {str(body)[:300]}")
         blob = base64.b64decode(body["blob"])
-        info(f"POST /api/function_invocations ({label}): 200 in {(time.monotonic() - started) * 1000:.0f} ms, "
-             f"replica {headers.get('X-Sam-Gateway-Replica', '?')}")
+        info(
+            f"POST /api/function_invocations ({label}): 200 in {(time.monotonic() - started) * 1000:.0f} ms, "
+            f"replica {headers.get('X-Sam-Gateway-Replica', '?')}"
+        )
     http_port = functions[function]["status"]["httpPort"]
     status, _, body = CvatClient.invoke_direct(http_port, payload)
-    info(f"POST 127.0.0.1:{http_port}/ (CVAT's direct mode, same payload): {status}, "
-         f"same blob: {status == 200 and base64.b64decode(body['blob']) == blob}")
+    info(
+        f"POST 127.0.0.1:{http_port}/ (CVAT's direct mode, same payload): {status}, "
+        f"same blob: {status == 200 and base64.b64decode(body['blob']) == blob}"
+    )
     embedding = np.frombuffer(blob, dtype="<f4")
-    info(f"embedding: {len(blob):,} bytes = float32 {tuple(embedding.reshape(1, 256, 64, 64).shape)} "
-         f"(the 'blob' CVAT hands to its browser plugin; image {rgb.shape[1]}x{rgb.shape[0]})")
+    info(
+        f"embedding: {len(blob):,} bytes = float32 {tuple(embedding.reshape(1, 256, 64, 64).shape)} "
+        f"(the 'blob' CVAT hands to its browser plugin; image {rgb.shape[1]}x{rgb.shape[0]})"
+    )
     return blob
 
 
-def decode_like_the_browser(encoder: str, rgb: np.ndarray, blob: bytes, pos: list[list[float]],
-                            neg: list[list[float]]) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def decode_like_the_browser(
+    encoder: str, rgb: np.ndarray, blob: bytes, pos: list[list[float]], neg: list[list[float]]
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The full-size boolean mask and its [xtl, ytl, xbr, ybr] box."""
     import onnxruntime as ort
     from harness.processes import http_get
@@ -81,19 +91,27 @@ def decode_like_the_browser(encoder: str, rgb: np.ndarray, blob: bytes, pos: lis
     coords = np.array([pos + neg], dtype=np.float32) * scale
     labels = np.array([[1] * len(pos) + [0] * len(neg)], dtype=np.float32)
     session = ort.InferenceSession(decoder, providers=["CPUExecutionProvider"])
-    masks, _, _, xtl, ytl, xbr, ybr = session.run(None, {
-        "image_embeddings": np.frombuffer(blob, dtype="<f4").reshape(1, 256, 64, 64), "point_coords": coords,
-        "point_labels": labels, "orig_im_size": np.array([h, w], dtype=np.float32),
-        "mask_input": np.zeros((1, 1, 256, 256), dtype=np.float32), "has_mask_input": np.zeros(1, np.float32)})
+    masks, _, _, xtl, ytl, xbr, ybr = session.run(
+        None,
+        {
+            "image_embeddings": np.frombuffer(blob, dtype="<f4").reshape(1, 256, 64, 64),
+            "point_coords": coords,
+            "point_labels": labels,
+            "orig_im_size": np.array([h, w], dtype=np.float32),
+            "mask_input": np.zeros((1, 1, 256, 256), dtype=np.float32),
+            "has_mask_input": np.zeros(1, np.float32),
+        },
+    )
     box = (int(xtl), int(ytl), int(xbr), int(ybr))
     full = np.zeros((h, w), dtype=bool)
-    full[box[1]:box[3] + 1, box[0]:box[2] + 1] = masks[0, 0].astype(bool)
+    full[box[1] : box[3] + 1, box[0] : box[2] + 1] = masks[0, 0].astype(bool)
     info(f"mask: {int(full.sum()):,} pixels in box xtl={box[0]} ytl={box[1]} xbr={box[2]} ybr={box[3]}")
     return full, box
 
 
-def overlay(rgb: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int], pos: list[list[float]],
-            neg: list[list[float]]) -> Image.Image:
+def overlay(
+    rgb: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int], pos: list[list[float]], neg: list[list[float]]
+) -> Image.Image:
     tinted = rgb.astype(np.float32)
     tinted[mask] = 0.45 * tinted[mask] + 0.55 * np.array([30, 144, 255], dtype=np.float32)
     picture = Image.fromarray(tinted.astype(np.uint8))
@@ -105,15 +123,33 @@ def overlay(rgb: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int], p
     return picture
 
 
-def save_outputs(paths: DemoPaths, function: str, rgb: np.ndarray, blob: bytes, mask: np.ndarray,
-                 box: tuple[int, int, int, int], pos: list[list[float]], neg: list[list[float]]) -> dict[str, Any]:
+def save_outputs(
+    paths: DemoPaths,
+    function: str,
+    rgb: np.ndarray,
+    blob: bytes,
+    mask: np.ndarray,
+    box: tuple[int, int, int, int],
+    pos: list[list[float]],
+    neg: list[list[float]],
+) -> dict[str, Any]:
     Image.fromarray(mask.astype(np.uint8) * 255).save(paths.out("mask.png"))
     overlay(rgb, mask, box, pos, neg).save(paths.out("mask-overlay.png"))
-    block(f"saved {paths.out('mask-overlay.png')} (mask in blue, box in yellow, clicks green/red)\n"
-          f"saved {paths.out('mask.png')} (the mask alone)")
+    block(
+        f"saved {paths.out('mask-overlay.png')} (mask in blue, box in yellow, clicks green/red)\n"
+        f"saved {paths.out('mask.png')} (the mask alone)"
+    )
     info("the demo's model is randomly initialised, so the mask's shape means nothing; the plumbing is the point")
-    return {"function": function, "embedding_shape": [1, 256, 64, 64], "embedding_bytes": len(blob),
-            "image": str(paths.out("image.png")), "mask": str(paths.out("mask.png")),
-            "overlay": str(paths.out("mask-overlay.png")), "box": list(box), "mask_pixels": int(mask.sum()),
-            "pos_points": pos, "neg_points": neg, "checkpoint": str(paths.out("checkpoints") / "sam_vit_tiny.pth")}
-
+    return {
+        "function": function,
+        "embedding_shape": [1, 256, 64, 64],
+        "embedding_bytes": len(blob),
+        "image": str(paths.out("image.png")),
+        "mask": str(paths.out("mask.png")),
+        "overlay": str(paths.out("mask-overlay.png")),
+        "box": list(box),
+        "mask_pixels": int(mask.sum()),
+        "pos_points": pos,
+        "neg_points": neg,
+        "checkpoint": str(paths.out("checkpoints") / "sam_vit_tiny.pth"),
+    }

@@ -32,8 +32,10 @@ STEPS = 8
 CLUSTER = os.environ.get("SAM_KIND_CLUSTER", "sam-demo")
 RELEASE, SYSTEM_NS, MODEL_NS, MODEL = "sam-operator", "sam-system", "sam-demo", "tiny-sam"
 SELECTOR = f"app.kubernetes.io/component=encoder,app.kubernetes.io/instance={MODEL}"
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
-              "pod-security.kubernetes.io/enforce-version": "latest"}
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
 CLICKS_POS, CLICKS_NEG = [[160.0, 120.0]], [[60.0, 50.0]]
 
 
@@ -63,30 +65,59 @@ def create_cluster(paths: DemoPaths) -> Path:
 
 
 def namespace(cluster: Cluster, name: str) -> None:
-    cluster.k("apply", "-f", "-", input=json.dumps(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": RESTRICTED}}))
+    cluster.k(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": RESTRICTED}}),
+    )
 
 
 def install_chart(cluster: Cluster) -> None:
     step(2, STEPS, f"helm install {RELEASE} charts/sam-operator -n {SYSTEM_NS} (restricted Pod Security)")
     namespace(cluster, SYSTEM_NS)
     base = min(free_port(), 65000)  # direct-mode ports from a free region: the demo forwards them 1:1
-    run([str(k8s_bin_dir() / "helm"), "--kubeconfig", str(cluster.kubeconfig), "upgrade", "--install", RELEASE,
-         str(REPO / "charts" / "sam-operator"), "-n", SYSTEM_NS, "--set", f"operator.directPorts.base={base}",
-         "--set", "image.pullPolicy=Never", "--set", "operator.encoderImage.pullPolicy=Never",
-         "--wait", "--timeout", "300s"])
+    run(
+        [
+            str(k8s_bin_dir() / "helm"),
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "upgrade",
+            "--install",
+            RELEASE,
+            str(REPO / "charts" / "sam-operator"),
+            "-n",
+            SYSTEM_NS,
+            "--set",
+            f"operator.directPorts.base={base}",
+            "--set",
+            "image.pullPolicy=Never",
+            "--set",
+            "operator.encoderImage.pullPolicy=Never",
+            "--wait",
+            "--timeout",
+            "300s",
+        ]
+    )
     block(cluster.k("get", "pods", "-n", SYSTEM_NS, "-o", "wide"))
 
 
 def serve_checkpoint(cluster: Cluster, paths: DemoPaths, version: str) -> tuple[str, str]:
     step(3, STEPS, "A pod serving a tiny SAM checkpoint (real checkpoints can't be downloaded here)")
     namespace(cluster, MODEL_NS)
-    manifest = (REPO / "hack" / "kind" / "checkpoint-server.yaml").read_text().replace(
-        "ENCODER_IMAGE", f"ghcr.io/sam-operator/sam-inference:{version}")
+    manifest = (
+        (REPO / "hack" / "kind" / "checkpoint-server.yaml")
+        .read_text()
+        .replace("ENCODER_IMAGE", f"ghcr.io/sam-operator/sam-inference:{version}")
+    )
     cluster.k("apply", "-n", MODEL_NS, "-f", "-", input=manifest)
     cluster.k("rollout", "status", "-n", MODEL_NS, "deploy/checkpoints", "--timeout=300s")
-    with port_forward(cluster, MODEL_NS, "svc/checkpoints", 8000) as ports, urllib.request.urlopen(  # type: ignore[arg-type]
-            f"http://127.0.0.1:{ports[8000]}/sam_vit_tiny.pth", timeout=60) as response:
+    with (
+        port_forward(cluster, MODEL_NS, "svc/checkpoints", 8000) as ports,
+        urllib.request.urlopen(  # type: ignore[arg-type]
+            f"http://127.0.0.1:{ports[8000]}/sam_vit_tiny.pth", timeout=60
+        ) as response,
+    ):
         data = response.read()
     paths.out("checkpoints").mkdir(exist_ok=True)
     paths.out("checkpoints/sam_vit_tiny.pth").write_bytes(data)
@@ -98,12 +129,20 @@ def serve_checkpoint(cluster: Cluster, paths: DemoPaths, version: str) -> tuple[
 
 def apply_model(cluster: Cluster, url: str, sha: str) -> dict[str, Any]:
     step(4, STEPS, f"kubectl apply SamModel {MODEL_NS}/{MODEL}: its pod fetches, exports the decoder, loads")
-    sam = {"apiVersion": "samoperator.io/v1alpha1", "kind": "SamModel", "metadata": {"name": MODEL},
-           "spec": {"model": {"variant": "vit_tiny", "checkpoint": {"url": url, "sha256": sha}},
-                    "runtime": {"device": "cpu", "maxBatchSize": 2},
-                    "resources": {"gpus": 0, "requests": {"cpu": "100m", "memory": "256Mi"}},
-                    "replicas": 1, "cvat": {"mode": "embedding", "displayName": "Tiny SAM (demo)"}}}
+    sam = {
+        "apiVersion": "samoperator.io/v1alpha1",
+        "kind": "SamModel",
+        "metadata": {"name": MODEL},
+        "spec": {
+            "model": {"variant": "vit_tiny", "checkpoint": {"url": url, "sha256": sha}},
+            "runtime": {"device": "cpu", "maxBatchSize": 2},
+            "resources": {"gpus": 0, "requests": {"cpu": "100m", "memory": "256Mi"}},
+            "replicas": 1,
+            "cvat": {"mode": "embedding", "displayName": "Tiny SAM (demo)"},
+        },
+    }
     cluster.k("apply", "-n", MODEL_NS, "-f", "-", input=json.dumps(sam))
+
     def ready() -> tuple[bool, str]:  # wait() prints each new reason with the time it appeared
         body = cluster.json("sammodel", MODEL, "-n", MODEL_NS)
         conditions = {c["type"]: c for c in body.get("status", {}).get("conditions") or []}
@@ -115,8 +154,10 @@ def apply_model(cluster: Cluster, url: str, sha: str) -> dict[str, Any]:
     for init in pod["status"]["initContainerStatuses"]:
         state = init["state"]["terminated"]
         last_line = cluster.k("logs", "-n", MODEL_NS, pod["metadata"]["name"], "-c", init["name"]).strip()
-        info(f"init container {init['name']}: {state['reason']} (exit {state['exitCode']}): "
-             f"{last_line.splitlines()[-1] if last_line else ''}")
+        info(
+            f"init container {init['name']}: {state['reason']} (exit {state['exitCode']}): "
+            f"{last_line.splitlines()[-1] if last_line else ''}"
+        )
     return pod
 
 
@@ -126,13 +167,29 @@ def call_like_cvat(cluster: Cluster, paths: DemoPaths, pod: dict[str, Any]) -> d
     function = cluster.json("sammodel", MODEL, "-n", MODEL_NS)["status"]["cvat"]
     gateway = f"svc/{RELEASE}-gateway"
     name = pod["metadata"]["name"]
-    with port_forward(cluster, SYSTEM_NS, gateway, 8070) as gw, port_forward(  # type: ignore[arg-type]
-            cluster, MODEL_NS, f"pod/{name}", 8080) as encoder:
+    with (
+        port_forward(cluster, SYSTEM_NS, gateway, 8070) as gw,
+        port_forward(  # type: ignore[arg-type]
+            cluster, MODEL_NS, f"pod/{name}", 8080
+        ) as encoder,
+    ):
         before = scrape(f"http://127.0.0.1:{encoder[8080]}/metrics")
         forward = subprocess.Popen(  # CVAT's direct mode dials the advertised port itself: forward it 1:1
-            [cluster.kubectl_path, "--kubeconfig", str(cluster.kubeconfig), "-n", SYSTEM_NS, "port-forward",
-             "--address", "127.0.0.1", gateway, f"{function['httpPort']}:{function['httpPort']}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                cluster.kubectl_path,
+                "--kubeconfig",
+                str(cluster.kubeconfig),
+                "-n",
+                SYSTEM_NS,
+                "port-forward",
+                "--address",
+                "127.0.0.1",
+                gateway,
+                f"{function['httpPort']}:{function['httpPort']}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             time.sleep(2)
             blob = invoke(gw[8070], function["functionName"], png, rgb, CLICKS_POS, CLICKS_NEG)
@@ -182,8 +239,10 @@ def main() -> int:
         step(8, STEPS, "Where the time went" if ok else "Stopped")
         block("\n".join(f"{seconds:7.1f}s  {label}" for label, seconds in times.items()))
         if os.environ.get("DEMO_KEEP") == "1" and ok:
-            info(f"left running (DEMO_KEEP=1): export KUBECONFIG={paths.root / 'kind' / 'kubeconfig'}; "
-                 "stop with make demo-down")
+            info(
+                f"left running (DEMO_KEEP=1): export KUBECONFIG={paths.root / 'kind' / 'kubeconfig'}; "
+                "stop with make demo-down"
+            )
         else:
             subprocess.run(["bash", str(REPO / "hack" / "kind-down.sh")], env=kind_env(paths), check=False)
     return 0 if ok else 1

@@ -136,12 +136,26 @@ def wait(what: str, check: Callable[[], tuple[bool, str]], timeout: float, inter
 # ---------------------------------------------------------------- processes
 
 
-def spawn(paths: DemoPaths, name: str, argv: list[str], env: Mapping[str, str], marker: str, order: int,
-          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    paths: DemoPaths,
+    name: str,
+    argv: list[str],
+    env: Mapping[str, str],
+    marker: str,
+    order: int,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
     """Start a process in its own session, output to logs/<name>.log, and record its pid file."""
     log = (paths.logs / f"{name}.log").open("ab")
-    proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=cwd,
+    )
     log.close()
     write_pid(paths, name, proc.pid, marker, order)
     return proc
@@ -264,10 +278,10 @@ def sweep(paths: DemoPaths) -> list[int]:
 # ---------------------------------------------------------------- kubernetes
 
 
-def run(argv: list[str], env: Mapping[str, str] | None = None, input: str | None = None,
-        timeout: float = 300) -> str:
-    proc = subprocess.run(argv, env={**os.environ, **(env or {})}, capture_output=True, text=True, input=input,
-                          timeout=timeout)
+def run(argv: list[str], env: Mapping[str, str] | None = None, input: str | None = None, timeout: float = 300) -> str:
+    proc = subprocess.run(
+        argv, env={**os.environ, **(env or {})}, capture_output=True, text=True, input=input, timeout=timeout
+    )
     if proc.returncode != 0:
         raise DemoError(f"{' '.join(argv[:4])} ... failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
     return proc.stdout
@@ -275,8 +289,13 @@ def run(argv: list[str], env: Mapping[str, str] | None = None, input: str | None
 
 def run_script(script: str, env: Mapping[str, str]) -> None:
     """Run ``hack/<script>``, showing each line it prints as a demo info line; DemoError if it fails."""
-    proc = subprocess.Popen(["bash", str(REPO / "hack" / script)], env=dict(env), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["bash", str(REPO / "hack" / script)],
+        env=dict(env),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         info(line.rstrip())
@@ -293,12 +312,18 @@ def token_kubeconfig(kubectl: list[str], admin: Path, namespace: str, service_ac
     ca = entry.get("certificate-authority")
     if ca and not Path(ca).is_absolute():
         entry["certificate-authority"] = str((admin.parent / ca).resolve())
-    out.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "clusters": [{"name": "c", "cluster": entry}],
-        "users": [{"name": service_account, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": service_account}}],
-        "current-context": "sa",
-    }))
+    out.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": entry}],
+                "users": [{"name": service_account, "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "c", "user": service_account}}],
+                "current-context": "sa",
+            }
+        )
+    )
     out.chmod(0o600)
     return out
 

@@ -38,8 +38,13 @@ def _constraints(node: dict[str, Any], required: bool) -> str:
     parts = ["**required**"] if required else []
     if "enum" in node:
         parts.append("one of " + ", ".join(f"`{v}`" for v in node["enum"]))
-    for key, label in (("minimum", "≥"), ("maximum", "≤"), ("minLength", "length ≥"), ("maxLength", "length ≤"),
-                       ("maxItems", "items ≤")):
+    for key, label in (
+        ("minimum", "≥"),
+        ("maximum", "≤"),
+        ("minLength", "length ≥"),
+        ("maxLength", "length ≤"),
+        ("maxItems", "items ≤"),
+    ):
         if key in node:
             parts.append(f"{label} {node[key]}")
     if "pattern" in node:
@@ -61,8 +66,10 @@ def _cell(text: str) -> str:
 
 def _rows(node: dict[str, Any], path: str, required: bool = False) -> Iterator[str]:
     if path:
-        yield (f"| `{path}` | {_type(node)} | {_default(node)} | {_constraints(node, required)} | "
-               f"{_cell(node.get('description', ''))} |")
+        yield (
+            f"| `{path}` | {_type(node)} | {_default(node)} | {_constraints(node, required)} | "
+            f"{_cell(node.get('description', ''))} |"
+        )
     needed = set(node.get("required") or [])
     for name, sub in (node.get("properties") or {}).items():
         yield from _rows(sub, f"{path}.{name}" if path else name, name in needed)
@@ -121,8 +128,10 @@ def render() -> str:
         "",
         "| column | JSONPath | description |",
         "|---|---|---|",
-        *(f"| {c['name']} | `{c['jsonPath']}` | {_cell(c.get('description', ''))} |"
-          for c in version.get("additionalPrinterColumns", [])),
+        *(
+            f"| {c['name']} | `{c['jsonPath']}` | {_cell(c.get('description', ''))} |"
+            for c in version.get("additionalPrinterColumns", [])
+        ),
         "",
     ]
     return "\n".join(lines)

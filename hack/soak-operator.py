@@ -33,8 +33,13 @@ def main() -> int:
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         env = {**os.environ, "SAM_FAULT_SEED": str(seed), "SAM_FAULT_KILLS": str(args.kills)}
         started = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", TEST],
-                              cwd=REPO, env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", TEST],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         took = time.monotonic() - started
         figures = re.search(r"\[faults\] (operator SIGKILLed at (\d+) points.*?converged [\d.]+s[^;]*)", proc.stdout)
         if proc.returncode == 0 and figures:
@@ -43,8 +48,10 @@ def main() -> int:
         else:
             failed.append(seed)
             print(f"seed {seed}: FAILED (rc {proc.returncode}) in {took:.0f}s\n{proc.stdout[-6000:]}", flush=True)
-    print(f"soak: {args.seeds - len(failed)}/{args.seeds} seeds converged, {total_kills} kill points survived"
-          + (f"; failing seeds: {failed}" if failed else ""))
+    print(
+        f"soak: {args.seeds - len(failed)}/{args.seeds} seeds converged, {total_kills} kill points survived"
+        + (f"; failing seeds: {failed}" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -18,13 +18,15 @@ def main() -> None:
     configure_logging(settings.log_format, settings.log_level)
     start_http_server(settings.metrics_port, addr=settings.metrics_host)
     logging.getLogger(__name__).info("Started metrics server", extra={"port": settings.metrics_port})
-    asyncio.run(kopf.operator(
-        standalone=True,
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=f"http://{settings.health_host}:{settings.health_port}/healthz",
-        memo=kopf.Memo(settings=settings),
-    ))
+    asyncio.run(
+        kopf.operator(
+            standalone=True,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            liveness_endpoint=f"http://{settings.health_host}:{settings.health_port}/healthz",
+            memo=kopf.Memo(settings=settings),
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -69,14 +69,30 @@ class Controller:
         self.store = Store()
         self.ports = PortBook()
         self.queue = WorkQueue(self._reconcile_key, settings.workers)
-        self.reconciler = Reconciler(kube, settings, self.store, self.ports, watched=self.watched,
-                                     requeue=self.queue.add,
-                                     continue_later=lambda key: self.queue.add_after(key, 0.0))
+        self.reconciler = Reconciler(
+            kube,
+            settings,
+            self.store,
+            self.ports,
+            watched=self.watched,
+            requeue=self.queue.add,
+            continue_later=lambda key: self.queue.add_after(key, 0.0),
+        )
         self.informers: dict[str, list[Informer]] = {
-            kind: [Informer(kube, self.store, api_version, kind, self.on_change, namespace=ns,
-                            label_selector=selector, watch_timeout_s=settings.watch_timeout_seconds,
-                            unavailable_retry_s=settings.discovery_ttl_seconds)
-                   for ns in (settings.namespaces or [""])]
+            kind: [
+                Informer(
+                    kube,
+                    self.store,
+                    api_version,
+                    kind,
+                    self.on_change,
+                    namespace=ns,
+                    label_selector=selector,
+                    watch_timeout_s=settings.watch_timeout_seconds,
+                    unavailable_retry_s=settings.discovery_ttl_seconds,
+                )
+                for ns in (settings.namespaces or [""])
+            ]
             for api_version, kind, selector in WATCHED
         }
         self._failures: dict[Hashable, int] = {}

@@ -36,9 +36,19 @@ class _Relist(Exception):
 
 
 class Informer:
-    def __init__(self, kube: Kube, store: Store, api_version: str, kind: str, on_change: ChangeHandler, *,
-                 namespace: str = "", label_selector: str | None = None, watch_timeout_s: int = 30,
-                 unavailable_retry_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        store: Store,
+        api_version: str,
+        kind: str,
+        on_change: ChangeHandler,
+        *,
+        namespace: str = "",
+        label_selector: str | None = None,
+        watch_timeout_s: int = 30,
+        unavailable_retry_s: float = 30.0,
+    ) -> None:
         self.kube, self.store = kube, store
         self.api_version, self.kind = api_version, kind
         self.namespace, self.label_selector = namespace, label_selector
@@ -111,8 +121,9 @@ class Informer:
         return version
 
     def _watch(self, version: str) -> str:
-        for event in self.kube.watch_raw(self.api_version, self.kind, self.namespace, self.label_selector,
-                                         version, self.watch_timeout_s):
+        for event in self.kube.watch_raw(
+            self.api_version, self.kind, self.namespace, self.label_selector, version, self.watch_timeout_s
+        ):
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
                 raise _Relist(str(obj.get("message") or obj))

@@ -96,36 +96,60 @@ class Kube:
         api = client.AuthorizationV1Api(self.api_client)
         try:
             for verb in ("list", "watch"):
-                review = api.create_self_subject_access_review(client.V1SelfSubjectAccessReview(
-                    spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=client.V1ResourceAttributes(
-                        group=resource.group or "", resource=resource.name, verb=verb, namespace=namespace or None))))
+                review = api.create_self_subject_access_review(
+                    client.V1SelfSubjectAccessReview(
+                        spec=client.V1SelfSubjectAccessReviewSpec(
+                            resource_attributes=client.V1ResourceAttributes(
+                                group=resource.group or "",
+                                resource=resource.name,
+                                verb=verb,
+                                namespace=namespace or None,
+                            )
+                        )
+                    )
+                )
                 if not review.status.allowed:
                     return False
         except ApiException:
             return True
         return True
 
-    def list_raw(self, api_version: str, kind: str, namespace: str = "",
-                 label_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    def list_raw(
+        self, api_version: str, kind: str, namespace: str = "", label_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
         """Every object of ``kind`` (in ``namespace``, or the whole cluster) and the list's resourceVersion."""
-        resp = self._resource(api_version, kind).get(namespace=namespace or None, label_selector=label_selector,
-                                                     serialize=False, _request_timeout=(5.0, 60.0))
+        resp = self._resource(api_version, kind).get(
+            namespace=namespace or None, label_selector=label_selector, serialize=False, _request_timeout=(5.0, 60.0)
+        )
         try:
             data = json.loads(resp.data)
         finally:
             resp.release_conn()
         return list(data.get("items") or []), str((data.get("metadata") or {}).get("resourceVersion") or "")
 
-    def watch_raw(self, api_version: str, kind: str, namespace: str, label_selector: str | None,
-                  resource_version: str, timeout_s: int) -> Iterator[dict[str, Any]]:
+    def watch_raw(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        label_selector: str | None,
+        resource_version: str,
+        timeout_s: int,
+    ) -> Iterator[dict[str, Any]]:
         """Watch events (``{"type", "object"}`` dicts, BOOKMARKs included) from ``resource_version`` on.
 
         The server ends the stream after ``timeout_s``; the client gives up ``15`` s later, so that a connection
         that went silent is dropped and dialled again by the caller."""
         resp = self._resource(api_version, kind).get(
-            namespace=namespace or None, label_selector=label_selector, watch=True,
-            resource_version=resource_version, allow_watch_bookmarks=True, timeout_seconds=timeout_s,
-            serialize=False, _request_timeout=(5.0, timeout_s + 15.0))
+            namespace=namespace or None,
+            label_selector=label_selector,
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout_s,
+            serialize=False,
+            _request_timeout=(5.0, timeout_s + 15.0),
+        )
         try:
             for line in iter_resp_lines(resp):
                 if line:
@@ -151,8 +175,13 @@ class Kube:
         meta = body["metadata"]
         resource = self._resource(body["apiVersion"], body["kind"])
         resp = resource.server_side_apply(  # raw JSON: the client's ResourceInstance wrapping costs more CPU
-            body=body, name=meta["name"], namespace=meta.get("namespace"),
-            field_manager=FIELD_MANAGER, force_conflicts=True, serialize=False, _request_timeout=REQUEST_TIMEOUT,
+            body=body,
+            name=meta["name"],
+            namespace=meta.get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+            serialize=False,
+            _request_timeout=REQUEST_TIMEOUT,
         )
         try:
             result: dict[str, Any] = json.loads(resp.data)
@@ -164,21 +193,24 @@ class Kube:
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
-            self._resource(api_version, kind).delete(name=name, namespace=namespace,
-                                                     body={"propagationPolicy": "Background"})
+            self._resource(api_version, kind).delete(
+                name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+            )
         except NotFoundError:
             return
         metrics.WRITES.labels(kind=kind, verb="delete").inc()
         log.info("Deleted %s", kind, extra={"object": f"{namespace}/{name}"})
 
-    def patch_status(self, group: str, version: str, plural: str, namespace: str, name: str,
-                     status: dict[str, Any]) -> dict[str, Any] | None:
+    def patch_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
         """Patch the custom object's status through the status subresource (JSON merge patch); return the
         object as the API server stored it (None: it is gone)."""
         api = client.CustomObjectsApi(self.api_client)
         try:
             obj: dict[str, Any] = api.patch_namespaced_custom_object_status(
-                group, version, namespace, plural, name, {"status": status})
+                group, version, namespace, plural, name, {"status": status}
+            )
         except ApiException as exc:
             if exc.status == 404:  # deleted while we reconciled
                 return None

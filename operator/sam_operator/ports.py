@@ -23,8 +23,12 @@ Seniority = tuple[str, str, str, str]
 def seniority(body: Mapping[str, Any]) -> Seniority:
     """Sort key: who keeps a contested direct-mode port (the smallest key wins)."""
     meta = body.get("metadata") or {}
-    return (str(meta.get("creationTimestamp") or "~"), str(meta.get("namespace", "")), str(meta.get("name", "")),
-            str(meta.get("uid", "")))
+    return (
+        str(meta.get("creationTimestamp") or "~"),
+        str(meta.get("namespace", "")),
+        str(meta.get("name", "")),
+        str(meta.get("uid", "")),
+    )
 
 
 def status_port(body: Mapping[str, Any] | None) -> int | None:
@@ -90,8 +94,9 @@ class PortBook:
             if port is None:
                 return []
             mine = self._seniority.get(key, ("~",) * 4)
-            return sorted(k for k in self._holders.get(port, ()) if k != key
-                          and self._seniority.get(k, ("~",) * 4) > mine)
+            return sorted(
+                k for k in self._holders.get(port, ()) if k != key and self._seniority.get(k, ("~",) * 4) > mine
+            )
 
     def forget(self, key: Key) -> None:
         with self.lock:

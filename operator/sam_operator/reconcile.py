@@ -60,10 +60,16 @@ class Reconciler:
     status): starting the pods is what takes long, so a burst of new SamModels gets all its Deployments first.
     """
 
-    def __init__(self, kube: Kube, settings: OperatorSettings, store: Store | None = None,
-                 ports: PortBook | None = None, watched: Callable[[str], bool] = lambda kind: False,
-                 requeue: Callable[[Key], None] = lambda key: None,
-                 continue_later: Callable[[Key], None] | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: OperatorSettings,
+        store: Store | None = None,
+        ports: PortBook | None = None,
+        watched: Callable[[str], bool] = lambda kind: False,
+        requeue: Callable[[Key], None] = lambda key: None,
+        continue_later: Callable[[Key], None] | None = None,
+    ) -> None:
         self.kube = kube
         self.settings = settings
         self.store = store or Store()
@@ -84,8 +90,11 @@ class Reconciler:
     def _record_conditions(self, namespace: str, name: str, status: dict[str, Any] | None) -> None:
         """Remember this SamModel's conditions (None: it is gone) and move the per-condition counts."""
         key = (namespace, name)
-        new = {} if status is None else {
-            c["type"]: c["status"] for c in status.get("conditions") or [] if "type" in c and "status" in c}
+        new = (
+            {}
+            if status is None
+            else {c["type"]: c["status"] for c in status.get("conditions") or [] if "type" in c and "status" in c}
+        )
         old = self._conditions.pop(key, {}) if status is None else self._conditions.get(key, {})
         if status is not None:
             self._conditions[key] = new
@@ -148,8 +157,9 @@ class Reconciler:
         key = (namespace, name)
         with self.ports.lock:  # the port decision and the status derived from it are one step
             taken = self.ports.holding(key, body)
-            status = derive_status(body, dataclass_replace(observed, taken_http_ports=taken),
-                                   datetime.now(UTC), self.settings)
+            status = derive_status(
+                body, dataclass_replace(observed, taken_http_ports=taken), datetime.now(UTC), self.settings
+            )
             juniors = self.ports.decide(key, status_port({"status": status}))
         for junior in juniors:
             self.requeue(junior)
@@ -189,11 +199,15 @@ class Reconciler:
         if self.watched("Pod"):
             pods = self.store.pods(namespace, name)
         else:
-            selector = (f"app.kubernetes.io/instance={naming.instance_label_value(name)},"
-                        "app.kubernetes.io/component=encoder")
+            selector = (
+                f"app.kubernetes.io/instance={naming.instance_label_value(name)},app.kubernetes.io/component=encoder"
+            )
             pods = self.kube.list("v1", "Pod", namespace, label_selector=selector)
-        pods = [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(
-            "app.kubernetes.io/component") == "encoder"]
+        pods = [
+            p
+            for p in pods
+            if ((p.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component") == "encoder"
+        ]
         pvc = None
         if model.spec.cache.shared_volume.enabled:
             pvc = self._read("v1", "PersistentVolumeClaim", namespace, naming.pvc_name(name))
@@ -203,15 +217,23 @@ class Reconciler:
         if (body.get("status") or {}) == status:
             return False
         meta = body["metadata"]
-        stored = self.kube.patch_status(resources.GROUP, resources.VERSION, resources.PLURAL, meta["namespace"],
-                                        meta["name"], _with_removals(body.get("status") or {}, status))
+        stored = self.kube.patch_status(
+            resources.GROUP,
+            resources.VERSION,
+            resources.PLURAL,
+            meta["namespace"],
+            meta["name"],
+            _with_removals(body.get("status") or {}, status),
+        )
         if stored is not None and self.watched(resources.KIND):
             changed, _ = self.store.put(resources.KIND, stored)
             if changed:
                 self.ports.observe((meta["namespace"], meta["name"]), stored)
         ready = conditions.find_condition(status.get("conditions"), conditions.READY)
-        log.info("Updated status", extra={"object": f"{meta['namespace']}/{meta['name']}",
-                                          "ready": (ready or {}).get("status")})
+        log.info(
+            "Updated status",
+            extra={"object": f"{meta['namespace']}/{meta['name']}", "ready": (ready or {}).get("status")},
+        )
         return True
 
 

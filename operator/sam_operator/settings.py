@@ -41,18 +41,24 @@ class OperatorSettings(BaseSettings):
         default=300.0, gt=0, description="Period of the level-based resync of every SamModel (spread over the period)."
     )
     workers: int = Field(
-        default=4, ge=1, le=64,
+        default=4,
+        ge=1,
+        le=64,
         description="Reconciles that may run at once (different SamModels; one SamModel never runs twice at once).",
     )
     coalesce_seconds: float = Field(
-        default=0.25, ge=0, le=10,
+        default=0.25,
+        ge=0,
+        le=10,
         description="Events of a SamModel's children and pods within this window become one reconcile.",
     )
     discovery_ttl_seconds: float = Field(
         default=30.0, gt=0, description="How long API discovery is cached (e.g. ServiceMonitor appearing)."
     )
     watch_timeout_seconds: int = Field(
-        default=30, ge=5, le=3600,
+        default=30,
+        ge=5,
+        le=3600,
         description="Server-side timeout of each watch request; a silent connection is dropped 15 s after it.",
     )
     metrics_port: int = Field(default=9090, ge=1, le=65535, description="Port of the operator's Prometheus metrics.")

@@ -19,16 +19,27 @@ __all__ = ["INSTANCE_LABEL", "Key", "Store", "newer", "trim"]
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 Key = tuple[str, str]  # (namespace, name)
-_POD_METADATA = ("name", "namespace", "uid", "resourceVersion", "labels", "ownerReferences", "deletionTimestamp",
-                 "creationTimestamp")
+_POD_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "labels",
+    "ownerReferences",
+    "deletionTimestamp",
+    "creationTimestamp",
+)
 
 
 def trim(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     """What the operator keeps of an object: no managedFields; of a pod only what its status diagnosis reads."""
     meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
     if kind == "Pod":
-        return {"metadata": {k: meta[k] for k in _POD_METADATA if k in meta},
-                "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")}, "status": body.get("status") or {}}
+        return {
+            "metadata": {k: meta[k] for k in _POD_METADATA if k in meta},
+            "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
+            "status": body.get("status") or {},
+        }
     return {**body, "metadata": meta}
 
 
@@ -93,8 +104,9 @@ class Store:
                 self._index(kind, (namespace, name), old, None)
             return old
 
-    def replace(self, kind: str, bodies: Sequence[Mapping[str, Any]], namespace: str = "") -> list[
-            tuple[dict[str, Any] | None, dict[str, Any] | None]]:
+    def replace(
+        self, kind: str, bodies: Sequence[Mapping[str, Any]], namespace: str = ""
+    ) -> list[tuple[dict[str, Any] | None, dict[str, Any] | None]]:
         """A fresh list of ``kind`` (in ``namespace``, or everywhere): store it and drop what it lacks.
 
         Returns (stored object, previous copy) for every change; a dropped object comes as (None, previous)."""

@@ -180,8 +180,10 @@ def test_every_scenario_renders_restricted_probed_workloads_with_known_settings(
     deployments = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in of_kind(docs, "Deployment")}
     assert "operator" in deployments
     # POD_ID is kopf's own: its identity for peering and writes (the pod name), so that no passwd lookup is needed.
-    known = {"operator": _settings_env(OperatorSettings, "SAM_OPERATOR_") | {"POD_ID"},
-             "gateway": _settings_env(GatewaySettings, "SAM_GATEWAY_")}
+    known = {
+        "operator": _settings_env(OperatorSettings, "SAM_OPERATOR_") | {"POD_ID"},
+        "gateway": _settings_env(GatewaySettings, "SAM_GATEWAY_"),
+    }
     for component, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -207,8 +209,11 @@ def test_operator_env_parses_into_operator_settings(monkeypatch: pytest.MonkeyPa
         docs = render(str(scenario))
         for deployment in of_kind(docs, "Deployment"):
             component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
-            env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-                   if "value" in e}
+            env = {
+                e["name"]: e["value"]
+                for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+                if "value" in e
+            }
             with monkeypatch.context() as m:
                 for name, value in env.items():
                     m.setenv(name, value)
@@ -237,8 +242,16 @@ def test_rbac_is_least_privilege(scenario: Path) -> None:
     for rule in rules:
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[field], rule
-        assert not {"secrets", "configmaps", "nodes", "clusterroles", "roles", "rolebindings",
-                    "clusterrolebindings", "serviceaccounts"} & set(rule["resources"]), rule
+        assert not {
+            "secrets",
+            "configmaps",
+            "nodes",
+            "clusterroles",
+            "roles",
+            "rolebindings",
+            "clusterrolebindings",
+            "serviceaccounts",
+        } & set(rule["resources"]), rule
         assert not {"escalate", "bind", "impersonate", "deletecollection", "update"} & set(rule["verbs"]), rule
     text = helm("template", "rel", str(CHART), "-f", str(scenario), "--show-only", "templates/rbac.yaml").stdout
     # Every rule carries a justification comment right above it.
@@ -257,8 +270,11 @@ def test_cluster_scope_uses_cluster_roles_and_namespaced_scope_only_roles() -> N
     assert sorted({r["metadata"]["namespace"] for r in roles}) == ["team-a", "team-b"]
     for binding in of_kind(namespaced, "RoleBinding"):
         assert binding["subjects"][0]["namespace"] == "sam-system"
-    operator = next(d for d in of_kind(namespaced, "Deployment")
-                    if d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator")
+    operator = next(
+        d
+        for d in of_kind(namespaced, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+    )
     env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert json.loads(env["SAM_OPERATOR_NAMESPACES"]) == ["team-a", "team-b"]
 
@@ -267,13 +283,22 @@ def test_monitoring_scenario_renders_service_monitors_and_rules() -> None:
     docs = render(str(CHART / "ci" / "monitoring-values.yaml"))
     monitors = of_kind(docs, "ServiceMonitor")
     assert sorted(m["metadata"]["labels"]["app.kubernetes.io/component"] for m in monitors) == [
-        "encoder", "gateway", "operator"]
+        "encoder",
+        "gateway",
+        "operator",
+    ]
     for monitor in monitors:
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     (rule,) = of_kind(docs, "PrometheusRule")
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert {"SamModelNoReadyReplicas", "SamLatencyP95High", "SamCacheHitRatioCollapsed", "SamEncoderOverloaded",
-            "SamGatewayErrors", "SamOperatorReconcileErrors"} <= alerts
+    assert {
+        "SamModelNoReadyReplicas",
+        "SamLatencyP95High",
+        "SamCacheHitRatioCollapsed",
+        "SamEncoderOverloaded",
+        "SamGatewayErrors",
+        "SamOperatorReconcileErrors",
+    } <= alerts
     assert not of_kind(render(None), "ServiceMonitor") and not of_kind(render(None), "PrometheusRule")
 
 

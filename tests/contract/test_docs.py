@@ -30,7 +30,8 @@ def _gen_reference() -> ModuleType:
 
 def test_the_generated_reference_is_current() -> None:
     assert (ROOT / "docs" / "reference.md").read_text() == _gen_reference().render(), (
-        "docs/reference.md is stale: run .venv/bin/python hack/gen-reference.py")
+        "docs/reference.md is stale: run .venv/bin/python hack/gen-reference.py"
+    )
 
 
 def test_the_reference_names_every_spec_field_of_the_crd() -> None:
@@ -46,8 +47,12 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def test_there_are_the_four_documented_examples() -> None:
-    assert [p.name for p in EXAMPLES] == ["01-vit-h-cvat-drop-in.yaml", "02-vit-b-masks.yaml", "03-cpu-only.yaml",
-                                          "04-autoscaled.yaml"]
+    assert [p.name for p in EXAMPLES] == [
+        "01-vit-h-cvat-drop-in.yaml",
+        "02-vit-b-masks.yaml",
+        "03-cpu-only.yaml",
+        "04-autoscaled.yaml",
+    ]
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
@@ -58,12 +63,15 @@ def test_example_validates_against_the_crd_schema_and_cel_rules(example: Path) -
     assert not isinstance(parse_sammodel(body), InvalidSpec)
 
 
-@pytest.mark.parametrize(("example", "function"), [
-    ("01-vit-h-cvat-drop-in.yaml", "pth-facebookresearch-sam-vit-h"),
-    ("02-vit-b-masks.yaml", "sam-vit-b"),
-    ("03-cpu-only.yaml", "sam-cvat-sam-vit-b-cpu"),
-    ("04-autoscaled.yaml", "pth-facebookresearch-sam-vit-h"),
-])
+@pytest.mark.parametrize(
+    ("example", "function"),
+    [
+        ("01-vit-h-cvat-drop-in.yaml", "pth-facebookresearch-sam-vit-h"),
+        ("02-vit-b-masks.yaml", "sam-vit-b"),
+        ("03-cpu-only.yaml", "sam-cvat-sam-vit-b-cpu"),
+        ("04-autoscaled.yaml", "pth-facebookresearch-sam-vit-h"),
+    ],
+)
 def test_example_gets_the_cvat_function_name_the_readme_promises(example: str, function: str) -> None:
     model = parse_sammodel(_load(ROOT / "examples" / example))
     assert not isinstance(model, InvalidSpec)
@@ -150,8 +158,12 @@ def test_the_operator_image_keeps_every_dependency_the_operator_imports() -> Non
                 imports.add(node.module.split(".")[0])
     third_party = imports - set(sys.stdlib_module_names) - {"sam_operator"}
     # Import names that differ from their distribution's name, or come in with one (multidict: aiohttp's).
-    provided = {"yaml": "pyyaml", "prometheus_client": "prometheus-client", "pydantic_settings": "pydantic-settings",
-                "multidict": "aiohttp"}
+    provided = {
+        "yaml": "pyyaml",
+        "prometheus_client": "prometheus-client",
+        "pydantic_settings": "pydantic-settings",
+        "multidict": "aiohttp",
+    }
     assert {provided.get(name, name) for name in third_party} <= installed, third_party
 
 

@@ -28,8 +28,7 @@ def _demo_env(demo_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "DEMO_IMAGE")}
     # The kwok-simulated demo. (make demo's default where containers run, the kind demo, takes a cluster of its own
     # and minutes of image loading; tests/kind drives the same real-pods path.)
-    return {**env, "DEMO_DIR": str(demo_dir), "DEMO_KEEP": "1", "NO_PROXY": "127.0.0.1,localhost",
-            "SAM_DEMO_KWOK": "1"}
+    return {**env, "DEMO_DIR": str(demo_dir), "DEMO_KEEP": "1", "NO_PROXY": "127.0.0.1,localhost", "SAM_DEMO_KWOK": "1"}
 
 
 def _pid_entries(demo_dir: Path) -> list[dict[str, Any]]:
@@ -48,8 +47,9 @@ def _running(pid: int) -> bool:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     demo_dir = tmp_path_factory.mktemp("demo")
     env = _demo_env(demo_dir)
-    proc = subprocess.run(["bash", str(REPO / "hack" / "demo.sh")], env=env, capture_output=True, text=True,
-                          timeout=540, cwd=REPO)
+    proc = subprocess.run(
+        ["bash", str(REPO / "hack" / "demo.sh")], env=env, capture_output=True, text=True, timeout=540, cwd=REPO
+    )
     try:
         assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-4000:]
         yield demo_dir, proc.stdout
@@ -95,8 +95,13 @@ def test_the_saved_mask_matches_the_models_mask_for_the_same_click(demo: tuple[P
     labels = torch.tensor([[1.0] * len(result["pos_points"]) + [0.0] * len(result["neg_points"])])
     with torch.no_grad():
         logits, _, _ = SamOnnxModel(sam, return_single_mask=True)(
-            predictor.get_image_embedding(), coords, labels, torch.zeros(1, 1, 256, 256), torch.zeros(1),
-            torch.tensor([h, w], dtype=torch.float32))
+            predictor.get_image_embedding(),
+            coords,
+            labels,
+            torch.zeros(1, 1, 256, 256),
+            torch.zeros(1),
+            torch.tensor([h, w], dtype=torch.float32),
+        )
     expected = (logits[0, 0] > 0).numpy()
     assert (mask == expected).mean() > 0.999
     ys, xs = np.nonzero(expected)
@@ -119,8 +124,13 @@ def test_demo_down_leaves_nothing_running(demo: tuple[Path, str]) -> None:
     pids = [e["pid"] for e in _pid_entries(demo_dir)]
     pids += [int(p.read_text()) for p in (demo_dir / "cluster" / "pids").glob("*.pid")]
     assert len(pids) >= 10  # 5 control-plane processes, operator, gateway, checkpoint server, runner, pod
-    down = subprocess.run(["bash", str(REPO / "hack" / "demo-down.sh")], env=_demo_env(demo_dir),
-                          capture_output=True, text=True, timeout=180)
+    down = subprocess.run(
+        ["bash", str(REPO / "hack" / "demo-down.sh")],
+        env=_demo_env(demo_dir),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert down.returncode == 0, down.stdout + down.stderr
     assert [pid for pid in pids if _running(pid)] == []
     assert not list((demo_dir / "pids").glob("*.pid"))

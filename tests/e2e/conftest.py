@@ -30,12 +30,16 @@ def e2e_namespace(cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def e2e_operator(cluster: Cluster, e2e_namespace: str, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[RunningOperator]:
+def e2e_operator(
+    cluster: Cluster, e2e_namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningOperator]:
     # Direct-mode ports from a free region, so parallel runs or a demo on this machine don't collide.
     base = free_port()
-    env = {"SAM_OPERATOR_DIRECT_PORT_BASE": str(min(base, 65000)), "SAM_OPERATOR_DIRECT_PORT_RANGE_SIZE": "200",
-           "SAM_OPERATOR_NAMESPACES": f'["{e2e_namespace}"]'}
+    env = {
+        "SAM_OPERATOR_DIRECT_PORT_BASE": str(min(base, 65000)),
+        "SAM_OPERATOR_DIRECT_PORT_RANGE_SIZE": "200",
+        "SAM_OPERATOR_NAMESPACES": f'["{e2e_namespace}"]',
+    }
     op = RunningOperator(cluster, tmp_path_factory.mktemp("e2e-operator"), extra_env=env).start()
     try:
         yield op
@@ -44,8 +48,9 @@ def e2e_operator(cluster: Cluster, e2e_namespace: str, tmp_path_factory: pytest.
 
 
 @pytest.fixture(scope="module")
-def gateway(cluster: Cluster, e2e_namespace: str, e2e_operator: RunningOperator,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gateway(
+    cluster: Cluster, e2e_namespace: str, e2e_operator: RunningOperator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
     gw = Gateway(cluster, e2e_namespace, tmp_path_factory.mktemp("gateway")).start()
     try:
         yield gw

@@ -32,7 +32,9 @@ SELECTOR = "app.kubernetes.io/component=encoder,app.kubernetes.io/instance={}"
 
 def tiny_sammodel(name: str, server: CheckpointServer, mode: str, replicas: int) -> dict[str, Any]:
     return {
-        "apiVersion": "samoperator.io/v1alpha1", "kind": "SamModel", "metadata": {"name": name},
+        "apiVersion": "samoperator.io/v1alpha1",
+        "kind": "SamModel",
+        "metadata": {"name": name},
         "spec": {
             "model": {"variant": "vit_tiny", "checkpoint": {"url": server.url, "sha256": server.sha256}},
             # float32: the reference path, which these tests compare with SamPredictor bit for bit (the faster
@@ -53,8 +55,9 @@ class Deployed:
         return [p for p in self.runner.processes.values() if p.main and p.main.running]
 
 
-def deploy(cluster: Cluster, namespace: str, server: CheckpointServer, work: Path, name: str, mode: str,
-           replicas: int) -> Iterator[Deployed]:
+def deploy(
+    cluster: Cluster, namespace: str, server: CheckpointServer, work: Path, name: str, mode: str, replicas: int
+) -> Iterator[Deployed]:
     cluster.apply(tiny_sammodel(name, server, mode, replicas), namespace)
     with PodRunner(cluster, namespace, SELECTOR.format(name), work) as runner:
         sam = wait_condition(cluster, namespace, name, "Ready", "True", timeout=120)
@@ -63,17 +66,41 @@ def deploy(cluster: Cluster, namespace: str, server: CheckpointServer, work: Pat
 
 
 @pytest.fixture(scope="module")
-def embedding_model(cluster: Cluster, e2e_namespace: str, checkpoint_server: CheckpointServer, gateway: Gateway,
-                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    yield from deploy(cluster, e2e_namespace, checkpoint_server, tmp_path_factory.mktemp("pods-emb"),
-                      "tiny-embed", "embedding", replicas=2)
+def embedding_model(
+    cluster: Cluster,
+    e2e_namespace: str,
+    checkpoint_server: CheckpointServer,
+    gateway: Gateway,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Deployed]:
+    yield from deploy(
+        cluster,
+        e2e_namespace,
+        checkpoint_server,
+        tmp_path_factory.mktemp("pods-emb"),
+        "tiny-embed",
+        "embedding",
+        replicas=2,
+    )
 
 
 @pytest.fixture(scope="module")
-def masks_model(cluster: Cluster, e2e_namespace: str, checkpoint_server: CheckpointServer, gateway: Gateway,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    yield from deploy(cluster, e2e_namespace, checkpoint_server, tmp_path_factory.mktemp("pods-masks"),
-                      "tiny-masks", "masks", replicas=1)
+def masks_model(
+    cluster: Cluster,
+    e2e_namespace: str,
+    checkpoint_server: CheckpointServer,
+    gateway: Gateway,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Deployed]:
+    yield from deploy(
+        cluster,
+        e2e_namespace,
+        checkpoint_server,
+        tmp_path_factory.mktemp("pods-masks"),
+        "tiny-masks",
+        "masks",
+        replicas=1,
+    )
 
 
 def listed(gateway: Gateway, function: str, present: bool = True) -> dict[str, Any]:
@@ -110,11 +137,13 @@ def test_discovery_lists_the_function_with_the_fields_cvat_reads(gateway: Gatewa
 
 
 def test_dashboard_blob_decoded_like_the_browser_matches_pytorch(
-        gateway: Gateway, embedding_model: Deployed, checkpoint_server: CheckpointServer) -> None:
+    gateway: Gateway, embedding_model: Deployed, checkpoint_server: CheckpointServer
+) -> None:
     png, rgb = synthetic_image(seed=1)
     pos, neg = [[160.0, 120.0]], [[60.0, 50.0]]
     status, _, body = CvatClient(gateway.port).invoke_dashboard(
-        embedding_model.function, interactor_payload(png, pos=pos, neg=neg))
+        embedding_model.function, interactor_payload(png, pos=pos, neg=neg)
+    )
     assert status == 200, body
     blob = base64.b64decode(body["blob"])
     assert len(blob) == 4_194_304
@@ -122,12 +151,14 @@ def test_dashboard_blob_decoded_like_the_browser_matches_pytorch(
     port = embedding_model.processes()[0].port
     code, decoder_bytes = http_get(f"http://127.0.0.1:{port}/v1/decoder.onnx")
     assert code == 200
-    assert_blob_decodes_to_the_pytorch_mask(embedding, decoder_bytes, rgb, pos, neg, checkpoint_server.path,
-                                            embedding_tolerance=1e-4)
+    assert_blob_decodes_to_the_pytorch_mask(
+        embedding, decoder_bytes, rgb, pos, neg, checkpoint_server.path, embedding_tolerance=1e-4
+    )
 
 
 def test_direct_mode_works_on_the_advertised_port_also_after_a_gateway_restart(
-        gateway: Gateway, embedding_model: Deployed) -> None:
+    gateway: Gateway, embedding_model: Deployed
+) -> None:
     port = listed(gateway, embedding_model.function)[embedding_model.function]["status"]["httpPort"]
     png, _ = synthetic_image(seed=2)
     payload = interactor_payload(png, pos=[[10.0, 10.0]])
@@ -148,7 +179,8 @@ def test_masks_mode_returns_cvat_rle_shapes(gateway: Gateway, masks_model: Deplo
     listed(gateway, masks_model.function)
     png, rgb = synthetic_image(seed=3)
     status, _, body = CvatClient(gateway.port).invoke_dashboard(
-        masks_model.function, interactor_payload(png, pos=[[160.0, 120.0]], bbox=[[100.0, 60.0], [220.0, 180.0]]))
+        masks_model.function, interactor_payload(png, pos=[[160.0, 120.0]], bbox=[[100.0, 60.0], [220.0, 180.0]])
+    )
     assert status == 200, body
     shapes = body["shapes"]
     assert len(shapes) == 1 and shapes[0]["type"] == "mask"
@@ -161,16 +193,23 @@ def test_masks_mode_returns_cvat_rle_shapes(gateway: Gateway, masks_model: Deplo
 def test_same_image_from_two_clients_hits_the_same_replica_cache(gateway: Gateway, embedding_model: Deployed) -> None:
     procs = embedding_model.processes()
     assert len(procs) == 2
-    before = {p.name: (metric(p.port, "sam_inference_cache_hits_total"),
-                       metric(p.port, "sam_inference_cache_misses_total")) for p in procs}
+    before = {
+        p.name: (metric(p.port, "sam_inference_cache_hits_total"), metric(p.port, "sam_inference_cache_misses_total"))
+        for p in procs
+    }
     png, _ = synthetic_image(seed=4)
     first = CvatClient(gateway.port).invoke_dashboard(embedding_model.function, interactor_payload(png, [[5, 5]]))
     second = CvatClient(gateway.port).invoke_dashboard(embedding_model.function, interactor_payload(png, [[90, 40]]))
     assert first[0] == second[0] == 200
     assert first[2]["blob"] == second[2]["blob"]
     assert first[1]["X-Sam-Gateway-Replica"] == second[1]["X-Sam-Gateway-Replica"]
-    delta = {p.name: (metric(p.port, "sam_inference_cache_hits_total") - before[p.name][0],
-                      metric(p.port, "sam_inference_cache_misses_total") - before[p.name][1]) for p in procs}
+    delta = {
+        p.name: (
+            metric(p.port, "sam_inference_cache_hits_total") - before[p.name][0],
+            metric(p.port, "sam_inference_cache_misses_total") - before[p.name][1],
+        )
+        for p in procs
+    }
     assert sorted(delta.values()) == [(0, 0), (1, 1)], delta
 
 
@@ -194,7 +233,8 @@ def test_killing_a_replica_mid_stream_fails_no_request(gateway: Gateway, embeddi
 
 
 def test_a_sammodel_that_is_not_ready_is_not_listed_and_reappears(
-        cluster: Cluster, e2e_namespace: str, gateway: Gateway, masks_model: Deployed) -> None:
+    cluster: Cluster, e2e_namespace: str, gateway: Gateway, masks_model: Deployed
+) -> None:
     listed(gateway, masks_model.function)
     cluster.kubectl("scale", f"sam/{masks_model.name}", "-n", e2e_namespace, "--replicas=0")
     wait_condition(cluster, e2e_namespace, masks_model.name, "Ready", "False", timeout=60)

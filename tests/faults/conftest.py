@@ -22,8 +22,11 @@ def start_operator(cluster: Cluster, fault_crd: None, tmp_path: Path) -> Iterato
     started: list[RunningOperator] = []
 
     def start(namespace: str, resync_s: float = 10, **env: str) -> RunningOperator:
-        extra = {"SAM_OPERATOR_NAMESPACES": f'["{namespace}"]',
-                 "SAM_OPERATOR_RESYNC_INTERVAL_SECONDS": str(resync_s), **env}
+        extra = {
+            "SAM_OPERATOR_NAMESPACES": f'["{namespace}"]',
+            "SAM_OPERATOR_RESYNC_INTERVAL_SECONDS": str(resync_s),
+            **env,
+        }
         op = RunningOperator(cluster, tmp_path / f"operator-{len(started)}", extra_env=extra).start()
         started.append(op)
         return op

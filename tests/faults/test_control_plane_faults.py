@@ -39,15 +39,24 @@ def change_and_wait(cluster: Cluster, namespace: str, name: str, batch: int, tim
     template carries it and ``status.observedGeneration`` caught up. (Deliberately not waiting for new pods to
     become Ready: after a control-plane outage kwok may leave a node's pods NotReady, which is no operator fault.)"""
     started = time.monotonic()
-    cluster.kubectl("patch", "sam", name, "-n", namespace, "--type=merge",
-                    "-p", json.dumps({"spec": {"runtime": {"maxBatchSize": batch}}}))
+    cluster.kubectl(
+        "patch",
+        "sam",
+        name,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"runtime": {"maxBatchSize": batch}}}),
+    )
 
     def reconciled() -> bool:
         sam = get_sam(cluster, namespace, name)
         deployment = cluster.get_json(f"deployment/sam-{name}", "-n", namespace)
         env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-        return (sam["status"].get("observedGeneration") == sam["metadata"]["generation"]
-                and env.get("SAM_INFERENCE_MAX_BATCH_SIZE") == str(batch))
+        return sam["status"].get("observedGeneration") == sam["metadata"]["generation"] and env.get(
+            "SAM_INFERENCE_MAX_BATCH_SIZE"
+        ) == str(batch)
 
     try:
         wait_for(reconciled, timeout, interval=0.25, what=f"{name} reconciled to maxBatchSize {batch}")
@@ -60,17 +69,25 @@ def describe(cluster: Cluster, namespace: str, name: str) -> str:
     """The SamModel's status, its Deployment's numbers and its pods, for a failure message."""
     sam = get_sam(cluster, namespace, name)
     deployment = cluster.get_json(f"deployment/sam-{name}", "-n", namespace)
-    pods = [(p["metadata"]["name"], p["status"].get("phase"),
-             [c["status"] for c in p["status"].get("conditions", []) if c["type"] == "Ready"])
-            for p in cluster.get_json("pods", "-n", namespace)["items"]]
-    return (f"generation {sam['metadata']['generation']} status {json.dumps(sam['status'])}\n"
-            f"deployment generation {deployment['metadata']['generation']} spec.replicas "
-            f"{deployment['spec']['replicas']} status {json.dumps(deployment.get('status'))}\npods {pods}")
+    pods = [
+        (
+            p["metadata"]["name"],
+            p["status"].get("phase"),
+            [c["status"] for c in p["status"].get("conditions", []) if c["type"] == "Ready"],
+        )
+        for p in cluster.get_json("pods", "-n", namespace)["items"]
+    ]
+    return (
+        f"generation {sam['metadata']['generation']} status {json.dumps(sam['status'])}\n"
+        f"deployment generation {deployment['metadata']['generation']} spec.replicas "
+        f"{deployment['spec']['replicas']} status {json.dumps(deployment.get('status'))}\npods {pods}"
+    )
 
 
 @pytest.mark.slow
 def test_apiserver_restart_watches_recover_without_restarting_the_operator(
-        cluster: Cluster, namespace: str, start_operator: StartOperator) -> None:
+    cluster: Cluster, namespace: str, start_operator: StartOperator
+) -> None:
     # No periodic resync during the test: only the watches can bring the change made after the restart.
     op = start_operator(namespace, resync_s=3600)
     cluster.apply(sammodel("watched"), namespace)
@@ -89,13 +106,16 @@ def test_apiserver_restart_watches_recover_without_restarting_the_operator(
     recovered_again_s = change_and_wait(cluster, namespace, "watched", 9)
     assert operator_pid(op) == pid, "the operator was restarted"
     assert op.metric("sam_operator_reconcile_total", result="success") > 0
-    print(f"\n[faults] kube-apiserver restarted (API unavailable {outage_s:.1f}s); operator pid {pid} kept; "
-          f"change after the restart reconciled in {recovered_s:.1f}s (a second one in {recovered_again_s:.1f}s)")
+    print(
+        f"\n[faults] kube-apiserver restarted (API unavailable {outage_s:.1f}s); operator pid {pid} kept; "
+        f"change after the restart reconciled in {recovered_s:.1f}s (a second one in {recovered_again_s:.1f}s)"
+    )
 
 
 @pytest.mark.slow
 def test_etcd_briefly_down_does_not_crash_loop_the_operator(
-        cluster: Cluster, namespace: str, start_operator: StartOperator) -> None:
+    cluster: Cluster, namespace: str, start_operator: StartOperator
+) -> None:
     op = start_operator(namespace, resync_s=1)  # the resync keeps calling the API throughout the outage
     cluster.apply(sammodel("steady"), namespace)
     wait_condition(cluster, namespace, "steady", "Ready", "True", timeout=90)
@@ -116,10 +136,11 @@ def test_etcd_briefly_down_does_not_crash_loop_the_operator(
     assert operator_pid(op) == pid, "the operator was restarted"
     assert op.proc is not None
     health = f"http://127.0.0.1:{op.proc.env['SAM_OPERATOR_HEALTH_PORT']}/healthz"
-    wait_for(lambda: http_get(health)[0] == 200, 30,
-             what="the operator's liveness endpoint")
-    print(f"\n[faults] etcd down {down_s:.1f}s (API ready again {api_back_s:.1f}s after the stop); operator pid "
-          f"{pid} kept, liveness OK; change after etcd returned reconciled in {recovered_s:.1f}s")
+    wait_for(lambda: http_get(health)[0] == 200, 30, what="the operator's liveness endpoint")
+    print(
+        f"\n[faults] etcd down {down_s:.1f}s (API ready again {api_back_s:.1f}s after the stop); operator pid "
+        f"{pid} kept, liveness OK; change after etcd returned reconciled in {recovered_s:.1f}s"
+    )
 
 
 def pods_of(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
@@ -129,7 +150,8 @@ def pods_of(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]
 
 @pytest.mark.slow
 def test_losing_a_gpu_node_reports_the_loss_and_the_recovery(
-        cluster: Cluster, namespace: str, start_operator: StartOperator) -> None:
+    cluster: Cluster, namespace: str, start_operator: StartOperator
+) -> None:
     # Two fake GPU nodes of our own (1 GPU each), selected by a label only they carry: the session's other
     # nodes are never touched, and one encoder pod fits per node.
     pool = {"samoperator.io/fault-pool": namespace}
@@ -139,8 +161,9 @@ def test_losing_a_gpu_node_reports_the_loss_and_the_recovery(
         for node in nodes:
             cluster.apply(kwok_gpu_node(node, gpus=1, labels=pool))
         wait_for(lambda: all(node_ready(cluster, n) for n in nodes), 60, what="our GPU nodes Ready")
-        cluster.apply(sammodel("gpu", replicas=2, runtime={"device": "cuda"}, resources={"gpus": 1},
-                               nodeSelector=pool), namespace)
+        cluster.apply(
+            sammodel("gpu", replicas=2, runtime={"device": "cuda"}, resources={"gpus": 1}, nodeSelector=pool), namespace
+        )
         wait_condition(cluster, namespace, "gpu", "Ready", "True", reason="AllReplicasReady", timeout=90)
         placed = {p["spec"]["nodeName"]: p["metadata"]["name"] for p in pods_of(cluster, namespace, "gpu")}
         assert sorted(placed) == sorted(nodes), placed
@@ -170,8 +193,10 @@ def test_losing_a_gpu_node_reports_the_loss_and_the_recovery(
         wait_condition(cluster, namespace, "gpu", "Degraded", "False", timeout=30)
         rescheduled = {p["metadata"]["name"]: p["spec"].get("nodeName") for p in pods_of(cluster, namespace, "gpu")}
         assert rescheduled.get(pending[0]["metadata"]["name"]) == victim, rescheduled
-        print(f"\n[faults] GPU node {victim} deleted: loss reported (Ready PartiallyReady 1/2, Degraded "
-              f"InsufficientGPU) after {loss_s:.1f}s (pod GC); node added back: 2/2 ready after {recover_s:.1f}s")
+        print(
+            f"\n[faults] GPU node {victim} deleted: loss reported (Ready PartiallyReady 1/2, Degraded "
+            f"InsufficientGPU) after {loss_s:.1f}s (pod GC); node added back: 2/2 ready after {recover_s:.1f}s"
+        )
     finally:
         for node in nodes:
             cluster.kubectl("delete", "node", node, "--ignore-not-found", "--wait=false", check=False)
@@ -192,7 +217,8 @@ def test_fault_helpers_restore_a_stopped_component(cluster: Cluster) -> None:
 
 @pytest.mark.slow
 def test_connections_that_go_silent_do_not_freeze_the_operator(
-        cluster: Cluster, namespace: str, start_operator: StartOperator, tmp_path: Path) -> None:
+    cluster: Cluster, namespace: str, start_operator: StartOperator, tmp_path: Path
+) -> None:
     """A half-open connection (the API server's end vanished without a FIN/RST) must not hang the operator.
 
     Every connection the operator has open is black-holed at once; the operator must give up on them (client-side
@@ -206,13 +232,18 @@ def test_connections_that_go_silent_do_not_freeze_the_operator(
         cluster.apply(sammodel("silent"), namespace)
         wait_condition(cluster, namespace, "silent", "Ready", "True", timeout=90)
         pid = operator_pid(op)
-        wait_for(lambda: op.metric("sam_operator_reconcile_total", result="success") >= 3, 30,
-                 what="resyncs on pooled connections")
+        wait_for(
+            lambda: op.metric("sam_operator_reconcile_total", result="success") >= 3,
+            30,
+            what="resyncs on pooled connections",
+        )
         dropped = proxy.blackhole()
         assert dropped > 0
         recovered_s = change_and_wait(cluster, namespace, "silent", 5, timeout=150)
         assert operator_pid(op) == pid
-        print(f"\n[faults] {dropped} operator connections black-holed; operator pid {pid} kept; change reconciled "
-              f"{recovered_s:.1f}s later")
+        print(
+            f"\n[faults] {dropped} operator connections black-holed; operator pid {pid} kept; change reconciled "
+            f"{recovered_s:.1f}s later"
+        )
     finally:
         proxy.close()

@@ -43,13 +43,15 @@ class Replicas:
         return proc, f"127.0.0.1:{port}"
 
     def pods(self, instance: str) -> list[dict[str, Any]]:
-        items = self.cluster.get_json("pods", "-n", self.namespace, "-l",
-                                      f"app.kubernetes.io/instance={instance}")["items"]
+        items = self.cluster.get_json("pods", "-n", self.namespace, "-l", f"app.kubernetes.io/instance={instance}")[
+            "items"
+        ]
         return [p for p in items if not p["metadata"].get("deletionTimestamp")]
 
     def annotate(self, pod: str, address: str) -> None:
         self.cluster.core().patch_namespaced_pod(
-            pod, self.namespace, {"metadata": {"annotations": {ADDRESS_ANNOTATION: address}}})
+            pod, self.namespace, {"metadata": {"annotations": {ADDRESS_ANNOTATION: address}}}
+        )
 
     def stop_all(self) -> None:
         for proc in self.procs:
@@ -66,12 +68,18 @@ def replicas(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Repli
 
 
 @pytest.fixture
-def gateway(cluster: Cluster, namespace: str, start_operator: Callable[..., RunningOperator],
-            tmp_path: Path) -> Iterator[CvatClient]:
+def gateway(
+    cluster: Cluster, namespace: str, start_operator: Callable[..., RunningOperator], tmp_path: Path
+) -> Iterator[CvatClient]:
     start_operator(namespace, SAM_OPERATOR_DIRECT_PORT_BASE=str(min(free_port(), 65000)))
     port = free_port()
-    proc = gateway_process(cluster.kubeconfig, tmp_path / "gateway", port, namespace, extra_env={
-        "SAM_GATEWAY_UPSTREAM_TIMEOUT_S": str(UPSTREAM_TIMEOUT_S), "SAM_GATEWAY_DIRECT_ENABLED": "false"})
+    proc = gateway_process(
+        cluster.kubeconfig,
+        tmp_path / "gateway",
+        port,
+        namespace,
+        extra_env={"SAM_GATEWAY_UPSTREAM_TIMEOUT_S": str(UPSTREAM_TIMEOUT_S), "SAM_GATEWAY_DIRECT_ENABLED": "false"},
+    )
     proc.start().wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60)
     try:
         yield CvatClient(port)
@@ -94,6 +102,7 @@ def timed_invoke(cvat: CvatClient, function: str) -> tuple[int, float, Any]:
 
 def serving(cvat: CvatClient, function: str, replica_count: int) -> None:
     """Wait until the gateway lists the function and routes to ``replica_count`` annotated replicas."""
+
     def check() -> bool:
         listed = cvat.list_functions().get(function)
         urls = (listed or {}).get("status", {}).get("internalInvocationUrls") or []
@@ -103,7 +112,8 @@ def serving(cvat: CvatClient, function: str, replica_count: int) -> None:
 
 
 def test_all_replicas_gone_gets_a_fast_503_not_a_504(
-        cluster: Cluster, namespace: str, gateway: CvatClient, replicas: Replicas) -> None:
+    cluster: Cluster, namespace: str, gateway: CvatClient, replicas: Replicas
+) -> None:
     function = deploy(cluster, namespace, "gone", replicas=2)
     pods = wait_for(lambda: (p := replicas.pods("gone")) and len(p) == 2 and p, 30, what="2 pods")
     stubs = [replicas.start() for _ in pods]
@@ -143,13 +153,16 @@ def test_all_replicas_gone_gets_a_fast_503_not_a_504(
     wait_for(unlisted, 60, interval=0.2, what="the scaled-to-zero function to be unlisted")
     assert all(code in (503, 404) and took < FAST_S for code, took in scaled), scaled
     worst = max(t for _, t, _ in answers + [(0, t, "") for _, t in scaled] + [(0, killed_s, "")])
-    print(f"\n[faults] all replicas gone: 503 after {killed_s * 1000:.0f} ms (processes killed); "
-          f"{len(answers)} answers while pods were replaced, all 503; {len(scaled)} answers while scaling to 0 "
-          f"({sorted({c for c, _ in scaled})}); slowest answer {worst * 1000:.0f} ms")
+    print(
+        f"\n[faults] all replicas gone: 503 after {killed_s * 1000:.0f} ms (processes killed); "
+        f"{len(answers)} answers while pods were replaced, all 503; {len(scaled)} answers while scaling to 0 "
+        f"({sorted({c for c, _ in scaled})}); slowest answer {worst * 1000:.0f} ms"
+    )
 
 
 def test_a_slow_replica_gets_a_504_at_the_gateway_deadline(
-        cluster: Cluster, namespace: str, gateway: CvatClient, replicas: Replicas) -> None:
+    cluster: Cluster, namespace: str, gateway: CvatClient, replicas: Replicas
+) -> None:
     function = deploy(cluster, namespace, "slow", replicas=1)
     pod = wait_for(lambda: (p := replicas.pods("slow")) and p[0], 30, what="the pod")
     fast, address = replicas.start()
@@ -167,5 +180,7 @@ def test_a_slow_replica_gets_a_504_at_the_gateway_deadline(
     status, took, body = wait_for(slow_routed, 30, interval=0.2, what="the slow replica to be routed to")
     assert status == 504 and "did not answer within" in body["error"], body
     assert UPSTREAM_TIMEOUT_S - 0.2 <= took < UPSTREAM_TIMEOUT_S + 3, took
-    print(f"\n[faults] slow replica (60 s): 504 after {took:.2f} s with SAM_GATEWAY_UPSTREAM_TIMEOUT_S="
-          f"{UPSTREAM_TIMEOUT_S:g}")
+    print(
+        f"\n[faults] slow replica (60 s): 504 after {took:.2f} s with SAM_GATEWAY_UPSTREAM_TIMEOUT_S="
+        f"{UPSTREAM_TIMEOUT_S:g}"
+    )

@@ -32,8 +32,11 @@ KILLS = int(os.environ.get("SAM_FAULT_KILLS", "24"))
 SEED = int(os.environ.get("SAM_FAULT_SEED", "20240608"))
 NAMES = [f"k{i}" for i in range(6)]
 CHILD_KINDS = {  # kind -> kubectl resource
-    "Deployment": "deployments", "Service": "services", "PodDisruptionBudget": "poddisruptionbudgets",
-    "HorizontalPodAutoscaler": "horizontalpodautoscalers", "PersistentVolumeClaim": "persistentvolumeclaims",
+    "Deployment": "deployments",
+    "Service": "services",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
     "NetworkPolicy": "networkpolicies",
 }
 
@@ -124,8 +127,9 @@ def problems(cluster: Cluster, namespace: str, workload: Workload, has_sm_api: b
     uid_of = {}
     for name, sam in sams.items():
         uid_of[name] = sam["metadata"]["uid"]
-        expected |= {(c["kind"], c["metadata"]["name"])
-                     for c in build_children(sam, settings, service_monitor_api=has_sm_api)}
+        expected |= {
+            (c["kind"], c["metadata"]["name"]) for c in build_children(sam, settings, service_monitor_api=has_sm_api)
+        }
     owners_by_uid = {sam["metadata"]["uid"]: name for name, sam in sams.items()}
 
     live_children: set[tuple[str, str]] = set()
@@ -153,8 +157,10 @@ def problems(cluster: Cluster, namespace: str, workload: Workload, has_sm_api: b
         spec = deployment["spec"]
         env = {e["name"]: e.get("value") for e in spec["template"]["spec"]["containers"][0].get("env", [])}
         if spec["replicas"] != model.replicas or env.get("SAM_INFERENCE_MAX_BATCH_SIZE") != str(model.max_batch_size):
-            out.append(f"deployment of {owner}: replicas {spec['replicas']}, batch "
-                       f"{env.get('SAM_INFERENCE_MAX_BATCH_SIZE')} != {model}")
+            out.append(
+                f"deployment of {owner}: replicas {spec['replicas']}, batch "
+                f"{env.get('SAM_INFERENCE_MAX_BATCH_SIZE')} != {model}"
+            )
     replicasets: dict[str, dict[str, Any]] = {}
     active: Counter[str] = Counter()
     hashes: Counter[tuple[str, str]] = Counter()
@@ -168,8 +174,11 @@ def problems(cluster: Cluster, namespace: str, workload: Workload, has_sm_api: b
         hashes[(owners[0]["uid"], meta["labels"].get("pod-template-hash", ""))] += 1
         active[owners[0]["uid"]] += rs["spec"].get("replicas", 0) > 0
     out += [f"template hash {h} has {n} ReplicaSets" for (_, h), n in hashes.items() if n > 1]
-    out += [f"Deployment {d['metadata']['name']} has {active[uid]} active ReplicaSets"
-            for uid, d in deployments.items() if active[uid] != 1]
+    out += [
+        f"Deployment {d['metadata']['name']} has {active[uid]} active ReplicaSets"
+        for uid, d in deployments.items()
+        if active[uid] != 1
+    ]
     pods_of: Counter[str] = Counter()
     for pod in cluster.get_json("pods", "-n", namespace)["items"]:
         meta = pod["metadata"]
@@ -187,11 +196,16 @@ def problems(cluster: Cluster, namespace: str, workload: Workload, has_sm_api: b
     for name, sam in sams.items():
         status = sam.get("status") or {}
         ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
-        if (status.get("observedGeneration") != sam["metadata"]["generation"] or ready.get("status") != "True"
-                or status.get("readyReplicas") != sam["spec"]["replicas"]):
-            out.append(f"{name}: generation {sam['metadata']['generation']}, status "
-                       f"{status.get('observedGeneration')} ready {ready.get('status')}/{ready.get('reason')} "
-                       f"{status.get('readyReplicas')}/{sam['spec']['replicas']}")
+        if (
+            status.get("observedGeneration") != sam["metadata"]["generation"]
+            or ready.get("status") != "True"
+            or status.get("readyReplicas") != sam["spec"]["replicas"]
+        ):
+            out.append(
+                f"{name}: generation {sam['metadata']['generation']}, status "
+                f"{status.get('observedGeneration')} ready {ready.get('status')}/{ready.get('reason')} "
+                f"{status.get('readyReplicas')}/{sam['spec']['replicas']}"
+            )
         port = (status.get("cvat") or {}).get("httpPort")
         if port:
             ports[port] += 1
@@ -202,7 +216,8 @@ def problems(cluster: Cluster, namespace: str, workload: Workload, has_sm_api: b
 
 
 def test_operator_killed_at_random_points_converges_without_duplicates_or_orphans(
-        cluster: Cluster, namespace: str, start_operator: Callable[..., RunningOperator]) -> None:
+    cluster: Cluster, namespace: str, start_operator: Callable[..., RunningOperator]
+) -> None:
     rng = random.Random(SEED)
     workload = Workload(cluster, namespace, rng)
     has_sm_api = cluster.kubectl("get", "crd", "servicemonitors.monitoring.coreos.com", check=False).returncode == 0
@@ -235,13 +250,18 @@ def test_operator_killed_at_random_points_converges_without_duplicates_or_orphan
     # Converged means quiet: a few more resync rounds write nothing.
     settled = final.writes()
     before = final.metric("sam_operator_reconcile_total", result="success")
-    wait_for(lambda: final.metric("sam_operator_reconcile_total", result="success") >= before + 2 * len(
-        workload.models), 60, what="two more resync rounds")
+    wait_for(
+        lambda: final.metric("sam_operator_reconcile_total", result="success") >= before + 2 * len(workload.models),
+        60,
+        what="two more resync rounds",
+    )
     assert final.writes() == settled, "the converged operator kept writing"
     assert not problems(cluster, namespace, workload, has_sm_api)
 
     mid_write = sum(1 for p in points if p.startswith("after write") and not p.startswith("after write 0"))
-    print(f"\n[faults] operator SIGKILLed at {len(points)} points (seed {SEED}), {mid_write} after k>0 writes; "
-          f"changes {dict(workload.changes)}; chaos {chaos_s:.0f}s; converged {converge_s:.1f}s after the final "
-          f"start with {len(workload.models)} SamModels; kill points: {points}")
+    print(
+        f"\n[faults] operator SIGKILLed at {len(points)} points (seed {SEED}), {mid_write} after k>0 writes; "
+        f"changes {dict(workload.changes)}; chaos {chaos_s:.0f}s; converged {converge_s:.1f}s after the final "
+        f"start with {len(workload.models)} SamModels; kill points: {points}"
+    )
     assert len(points) >= 20

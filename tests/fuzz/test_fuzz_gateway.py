@@ -34,8 +34,15 @@ class Upstream:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.received.append({"method": request.method, "path": request.raw_path, "headers": dict(request.headers),
-                              "host": request.host, "size": len(body)})
+        self.received.append(
+            {
+                "method": request.method,
+                "path": request.raw_path,
+                "headers": dict(request.headers),
+                "host": request.host,
+                "size": len(body),
+            }
+        )
         return web.json_response({"blob": "AAAA"}, headers={UPSTREAM_MARK: "1", "X-Nuclio-Logs": "[]"})
 
 
@@ -53,9 +60,15 @@ class Gateway:
 
         def build_gateway(token: str | None) -> Any:
             async def build() -> web.Application:
-                settings = GatewaySettings(host="127.0.0.1", direct_enabled=False, pod_address_annotation=ANNOTATION,
-                                           upstream_timeout_s=10, connect_timeout_s=2, token=token,
-                                           max_body_bytes=1024 * 1024)
+                settings = GatewaySettings(
+                    host="127.0.0.1",
+                    direct_enabled=False,
+                    pod_address_annotation=ANNOTATION,
+                    upstream_timeout_s=10,
+                    connect_timeout_s=2,
+                    token=token,
+                    max_body_bytes=1024 * 1024,
+                )
                 catalog = Catalog(pod_address_annotation=ANNOTATION)
                 catalog.upsert_model(sammodel())
                 catalog.upsert_pod(pod("enc-0", annotations={ANNOTATION: self.replica}))
@@ -76,10 +89,31 @@ def gateway() -> Iterator[Gateway]:
 
 header_text = st.text(alphabet=st.characters(codec="latin-1", exclude_categories=("Cc",)), max_size=40)
 paths = st.one_of(
-    st.sampled_from(["/", "", "//", "/v1/masks", "/v1/embeddings?dtype=float16", "@evil.example/", "//evil.example/x",
-                     "http://evil.example/", "https://evil.example:443/x", "/..//..//etc/passwd", "/%2e%2e/%2e%2e/",
-                     "\\\\evil.example\\x", "/a b", "/?q=1#frag", "#", "?", "/%zz", "/\u00e9", ":80/x", "[::1]/",
-                     "user:pass@evil.example/"]),
+    st.sampled_from(
+        [
+            "/",
+            "",
+            "//",
+            "/v1/masks",
+            "/v1/embeddings?dtype=float16",
+            "@evil.example/",
+            "//evil.example/x",
+            "http://evil.example/",
+            "https://evil.example:443/x",
+            "/..//..//etc/passwd",
+            "/%2e%2e/%2e%2e/",
+            "\\\\evil.example\\x",
+            "/a b",
+            "/?q=1#frag",
+            "#",
+            "?",
+            "/%zz",
+            "/\u00e9",
+            ":80/x",
+            "[::1]/",
+            "user:pass@evil.example/",
+        ]
+    ),
     header_text,
 )
 function_names = st.one_of(st.just(SAM_FUNCTION), st.just(f" {SAM_FUNCTION} "), header_text)
@@ -98,9 +132,21 @@ bodies = st.one_of(
     name=function_names,
     path=st.one_of(st.none(), paths),
     extra=st.dictionaries(
-        st.sampled_from(["x-nuclio-function-namespace", "x-nuclio-project-name", "Content-Type", "Accept-Encoding",
-                         "Content-Encoding", "Connection", "Host", "Proxy-Authorization", "Forwarded",
-                         "X-Forwarded-Host", "X-Whatever"]),
+        st.sampled_from(
+            [
+                "x-nuclio-function-namespace",
+                "x-nuclio-project-name",
+                "Content-Type",
+                "Accept-Encoding",
+                "Content-Encoding",
+                "Connection",
+                "Host",
+                "Proxy-Authorization",
+                "Forwarded",
+                "X-Forwarded-Host",
+                "X-Whatever",
+            ]
+        ),
         header_text,
         max_size=4,
     ),
@@ -134,11 +180,32 @@ def test_dashboard_invocation_never_5xx_from_the_gateway(
 
 @fuzz_settings(200)
 @given(
-    auth=st.one_of(st.none(), header_text, st.sampled_from([f"Bearer {TOKEN} ", f"bearer {TOKEN}", f"Bearer  {TOKEN}",
-                                                            TOKEN, f"Basic {TOKEN}", f"Bearer {TOKEN[:-1]}",
-                                                            f"Bearer {TOKEN}x"])),
-    path=st.sampled_from(["/api/functions", f"/api/functions/{SAM_FUNCTION}", "/api/function_invocations",
-                          "/api/function_invocations/x", "/api/", "/api/nope", "/API/functions"]),
+    auth=st.one_of(
+        st.none(),
+        header_text,
+        st.sampled_from(
+            [
+                f"Bearer {TOKEN} ",
+                f"bearer {TOKEN}",
+                f"Bearer  {TOKEN}",
+                TOKEN,
+                f"Basic {TOKEN}",
+                f"Bearer {TOKEN[:-1]}",
+                f"Bearer {TOKEN}x",
+            ]
+        ),
+    ),
+    path=st.sampled_from(
+        [
+            "/api/functions",
+            f"/api/functions/{SAM_FUNCTION}",
+            "/api/function_invocations",
+            "/api/function_invocations/x",
+            "/api/",
+            "/api/nope",
+            "/API/functions",
+        ]
+    ),
 )
 def test_any_wrong_token_is_401_on_api(gateway: Gateway, auth: str | None, path: str) -> None:
     headers = {"x-nuclio-function-name": SAM_FUNCTION}
@@ -184,11 +251,24 @@ def test_image_digest_is_total(body: bytes) -> None:
 @fuzz_settings(200)
 @given(
     method=st.sampled_from(["GET", "POST", "HEAD", "OPTIONS", "DELETE"]),
-    path=st.one_of(st.sampled_from(["/api/functions", "/api/functions/", "/api/functions/%00", "/healthz", "/readyz",
-                                    "/metrics", "/", "/api/functions/" + "a" * 5000]),
-                   header_text.map(lambda s: "/api/functions/" + s.replace("?", "").replace("#", ""))),
-    extra=st.dictionaries(st.sampled_from(["x-nuclio-project-name", "x-nuclio-function-namespace", "Accept"]),
-                          header_text, max_size=3),
+    path=st.one_of(
+        st.sampled_from(
+            [
+                "/api/functions",
+                "/api/functions/",
+                "/api/functions/%00",
+                "/healthz",
+                "/readyz",
+                "/metrics",
+                "/",
+                "/api/functions/" + "a" * 5000,
+            ]
+        ),
+        header_text.map(lambda s: "/api/functions/" + s.replace("?", "").replace("#", "")),
+    ),
+    extra=st.dictionaries(
+        st.sampled_from(["x-nuclio-project-name", "x-nuclio-function-namespace", "Accept"]), header_text, max_size=3
+    ),
 )
 def test_discovery_and_probes_never_5xx(gateway: Gateway, method: str, path: str, extra: dict[str, str]) -> None:
     reply = gateway.loop.request(method, gateway.open + path, headers=extra)
@@ -205,7 +285,8 @@ def test_regression_deeply_nested_body_is_routed_not_500(gateway: Gateway) -> No
     """`image_digest` raised RecursionError on JSON nested ~100k deep: the gateway answered 500 (fixed)."""
     assert len(image_digest(b"[" * 100_000)) == 32
     headers = {"x-nuclio-function-name": SAM_FUNCTION, "x-nuclio-path": "/"}
-    reply = gateway.loop.request("POST", gateway.open + "/api/function_invocations", data=b"[" * 100_000,
-                                 headers=headers)
+    reply = gateway.loop.request(
+        "POST", gateway.open + "/api/function_invocations", data=b"[" * 100_000, headers=headers
+    )
     assert reply.status == 200 and reply.headers.get(UPSTREAM_MARK) == "1"
     count("gateway: regressions", "200")

@@ -30,8 +30,9 @@ GOOD_IMAGES = [image_bytes(24, 16, seed=1), image_bytes(17, 33, seed=2, fmt="JPE
 
 def _settings(checkpoint: Path, **overrides: Any) -> InferenceSettings:
     """The encoder tests' settings, with this suite's tighter body and pixel limits."""
-    return make_settings(checkpoint, **{"model_id": "fuzz", "max_body_bytes": MAX_BODY, "max_pixels": 1_000_000,
-                                        **overrides})
+    return make_settings(
+        checkpoint, **{"model_id": "fuzz", "max_body_bytes": MAX_BODY, "max_pixels": 1_000_000, **overrides}
+    )
 
 
 class Encoders:
@@ -96,8 +97,9 @@ numbers = st.one_of(big_ints, st.floats(allow_nan=True, allow_infinity=True), st
 scalars = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=20))
 json_values = st.recursive(
     scalars,
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children,
-                                                                                 max_size=4)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 points = st.one_of(
@@ -118,9 +120,14 @@ images = st.one_of(
 @st.composite
 def cvat_payloads(draw: st.DrawFn) -> dict[str, Any]:
     body: dict[str, Any] = {}
-    for key, strategy in (("image", images), ("pos_points", points), ("neg_points", points),
-                          ("obj_bbox", st.one_of(points, st.lists(numbers, min_size=4, max_size=4))),
-                          ("threshold", numbers), ("text_prompts", json_values)):
+    for key, strategy in (
+        ("image", images),
+        ("pos_points", points),
+        ("neg_points", points),
+        ("obj_bbox", st.one_of(points, st.lists(numbers, min_size=4, max_size=4))),
+        ("threshold", numbers),
+        ("text_prompts", json_values),
+    ):
         if draw(st.booleans()) or (key == "image" and draw(st.integers(0, 9)) > 0):
             body[key] = draw(strategy)
     if draw(st.booleans()):
@@ -145,12 +152,28 @@ def bodies(draw: st.DrawFn) -> bytes:
         return b'{"image": "aGk=", "pos_points": [[' + b"9" * draw(st.integers(4000, 20000)) + b", 1]]}"
     # valid JSON text in another encoding, or with a lone surrogate
     text = json.dumps({"image": b64(GOOD_IMAGES[0]), "pos_points": [[1, 2]], "note": draw(st.text(max_size=10))})
-    return draw(st.sampled_from([text.encode("utf-16"), text.encode("utf-32"), b'{"image": "\xed\xa0\x80"}',
-                                 b"\xef\xbb\xbf" + text.encode()]))
+    return draw(
+        st.sampled_from(
+            [
+                text.encode("utf-16"),
+                text.encode("utf-32"),
+                b'{"image": "\xed\xa0\x80"}',
+                b"\xef\xbb\xbf" + text.encode(),
+            ]
+        )
+    )
 
 
-content_types = st.sampled_from(["application/json", "text/plain", "", "multipart/form-data; boundary=x",
-                                 "application/x-www-form-urlencoded", "application/json; charset=latin-1"])
+content_types = st.sampled_from(
+    [
+        "application/json",
+        "text/plain",
+        "",
+        "multipart/form-data; boundary=x",
+        "application/x-www-form-urlencoded",
+        "application/json; charset=latin-1",
+    ]
+)
 
 
 # ------------------------------------------------------------------ properties
@@ -197,8 +220,22 @@ def test_post_v1_embeddings_never_5xx(encoders: Encoders, body: bytes, dtype: st
 @given(
     method=st.sampled_from(["GET", "PUT", "DELETE", "PATCH", "POST", "OPTIONS"]),
     path=st.one_of(
-        st.sampled_from(["/", "/v1/masks", "/v1/embeddings", "/v1/decoder.onnx", "/healthz", "/readyz", "/nope",
-                         "/v1/", "//", "/%2e%2e/", "/v1/masks/..", "/metrics"]),
+        st.sampled_from(
+            [
+                "/",
+                "/v1/masks",
+                "/v1/embeddings",
+                "/v1/decoder.onnx",
+                "/healthz",
+                "/readyz",
+                "/nope",
+                "/v1/",
+                "//",
+                "/%2e%2e/",
+                "/v1/masks/..",
+                "/metrics",
+            ]
+        ),
         st.text(alphabet=st.characters(codec="ascii", exclude_categories=("Cc",)), max_size=30).map(
             lambda s: "/" + s.replace("?", "").replace("#", "")
         ),
@@ -231,7 +268,7 @@ def test_body_over_the_limit_is_413_json(encoders: Encoders) -> None:
     "body,fragment",
     [
         (b"[" * 100_000, "nested too deeply"),
-        (b'{"image": "aGk=", "pos_points": [[' + b"1" * 5000 + b', 2]]}', "not valid JSON"),
+        (b'{"image": "aGk=", "pos_points": [[' + b"1" * 5000 + b", 2]]}", "not valid JSON"),
         (b'{"image": "aGk=", "pos_points": [[NaN, 2]]}', "finite"),
         (b'{"image": "aGk=", "pos_points": [[Infinity, 2]]}', "finite"),
         (b'{"image": "\xff\xfe"}', "not valid JSON"),
@@ -289,14 +326,20 @@ def test_real_model_masks_with_extreme_prompts(
     accepted coordinate yields finite output and absurd ones are a 400."""
     pos = data.draw(st.lists(st.tuples(extreme, extreme), max_size=3), label="pos")
     neg = data.draw(st.lists(st.tuples(extreme, extreme), max_size=2), label="neg")
-    box = data.draw(st.one_of(st.just([]), st.lists(st.tuples(extreme, extreme).map(list), min_size=2, max_size=2)),
-                    label="box")
+    box = data.draw(
+        st.one_of(st.just([]), st.lists(st.tuples(extreme, extreme).map(list), min_size=2, max_size=2)), label="box"
+    )
     loop, base = tiny_masks
-    body = {"image": b64(GOOD_IMAGES[0]), "pos_points": [list(p) for p in pos], "neg_points": [list(p) for p in neg],
-            "obj_bbox": box}
+    body = {
+        "image": b64(GOOD_IMAGES[0]),
+        "pos_points": [list(p) for p in pos],
+        "neg_points": [list(p) for p in neg],
+        "obj_bbox": box,
+    }
     reply = loop.request("POST", base + endpoint, data=json.dumps(body).encode())
-    payload = check_reply(reply, f"http: tiny SAM {endpoint} extreme prompts", ok_key="shapes" if endpoint == "/"
-                          else "rle")
+    payload = check_reply(
+        reply, f"http: tiny SAM {endpoint} extreme prompts", ok_key="shapes" if endpoint == "/" else "rle"
+    )
     if endpoint == "/v1/masks" and reply.status == 200:
         assert (payload["width"], payload["height"]) == (24, 16)
     if endpoint == "/" and reply.status == 200:

@@ -87,9 +87,25 @@ def test_random_bytes_are_rejected_with_4xx_or_decoded(data: bytes) -> None:
 
 
 @fuzz_settings(150)
-@given(st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"RIFF",
-                        b"\x00\x00\x01\x00", b"P6\n", b"8BPS", b"icns", b"%!PS"]),
-       st.binary(max_size=2048))
+@given(
+    st.sampled_from(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            b"\xff\xd8\xff",
+            b"GIF89a",
+            b"BM",
+            b"II*\x00",
+            b"MM\x00*",
+            b"RIFF",
+            b"\x00\x00\x01\x00",
+            b"P6\n",
+            b"8BPS",
+            b"icns",
+            b"%!PS",
+        ]
+    ),
+    st.binary(max_size=2048),
+)
 def test_magic_number_then_garbage(magic: bytes, tail: bytes) -> None:
     decode_or_4xx(magic + tail, "imaging: magic + garbage")
 
@@ -129,9 +145,16 @@ def _png_claiming(width: int, height: int, mode_byte: int = 2) -> bytes:
     idat = zlib.compress(b"\x00" * 64)
     return (
         b"\x89PNG\r\n\x1a\n"
-        + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
-        + struct.pack(">I", len(idat)) + b"IDAT" + idat + struct.pack(">I", zlib.crc32(b"IDAT" + idat))
-        + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + struct.pack(">I", len(idat))
+        + b"IDAT"
+        + idat
+        + struct.pack(">I", zlib.crc32(b"IDAT" + idat))
+        + struct.pack(">I", 0)
+        + b"IEND"
+        + struct.pack(">I", zlib.crc32(b"IEND"))
     )
 
 
@@ -163,8 +186,12 @@ def _jpeg_claiming(width: int, height: int) -> bytes:
 
 
 @fuzz_settings(300)
-@given(st.sampled_from(["png", "gif", "bmp", "jpeg"]), st.integers(1, 65535), st.integers(1, 65535),
-       st.integers(2_000, 60_000_000))
+@given(
+    st.sampled_from(["png", "gif", "bmp", "jpeg"]),
+    st.integers(1, 65535),
+    st.integers(1, 65535),
+    st.integers(2_000, 60_000_000),
+)
 def test_declared_dimensions_over_the_pixel_limit_are_413_before_decoding(
     kind: str, width: int, height: int, max_pixels: int
 ) -> None:
@@ -197,9 +224,17 @@ def test_real_zlib_bomb_is_rejected_without_inflating() -> None:
     ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
     data = (
         b"\x89PNG\r\n\x1a\n"
-        + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-        + struct.pack(">I", len(idat)) + b"IDAT" + idat + struct.pack(">I", zlib.crc32(b"IDAT" + idat))
-        + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+        + struct.pack(">I", 13)
+        + b"IHDR"
+        + ihdr
+        + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+        + struct.pack(">I", len(idat))
+        + b"IDAT"
+        + idat
+        + struct.pack(">I", zlib.crc32(b"IDAT" + idat))
+        + struct.pack(">I", 0)
+        + b"IEND"
+        + struct.pack(">I", zlib.crc32(b"IEND"))
     )
     assert len(data) < 1_000_000
     assert isinstance(decode_or_4xx(data, "imaging: bombs", max_pixels=50_000_000), PayloadTooLargeError)

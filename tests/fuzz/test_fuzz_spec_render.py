@@ -33,21 +33,28 @@ RESTRICTED_CONTAINER = {
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 
-junk = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12),
-                 st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
+junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=12),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
 
 
 quantities = st.one_of(
     st.integers(0, 2**40),
-    st.builds(lambda n, s: f"{n}{s}", st.integers(0, 10**6),
-              st.sampled_from(["", "Ki", "Mi", "Gi", "k", "M", "G", "m"])),
+    st.builds(
+        lambda n, s: f"{n}{s}", st.integers(0, 10**6), st.sampled_from(["", "Ki", "Mi", "Gi", "k", "M", "G", "m"])
+    ),
     st.sampled_from(["1.5Gi", "500m", "2", "-1Gi", "1e3", "", " 1Gi ", "1GB", "0"]),
 )
 dns_label = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?\Z", fullmatch=True)
 k8s_names = st.one_of(
     dns_label,
-    st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?){0,3}\Z",
-                  fullmatch=True),
+    st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?){0,3}\Z", fullmatch=True),
     st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.", min_size=1, max_size=253),
     st.text(max_size=80),  # not even valid for the API server: must still not crash
 )
@@ -63,12 +70,32 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
     variant = draw(st.sampled_from(["vit_b", "vit_l", "vit_h", "vit_tiny"]))
     mode = draw(st.sampled_from(["embedding", "masks"]))
     if draw(st.booleans()):
-        checkpoint: dict[str, Any] = {"url": draw(st.sampled_from(
-            ["https://example.com/sam_vit_h_4b8939.pth", "http://x/y/", "https://h/a%20b.pth", "https://h/.pth",
-             "https://h/" + "x" * 300 + ".pth", "https://h/%C3%BCmlaut.pth?x=1#f", "https://h/..%2F..%2Fetc.pth"]))}
+        checkpoint: dict[str, Any] = {
+            "url": draw(
+                st.sampled_from(
+                    [
+                        "https://example.com/sam_vit_h_4b8939.pth",
+                        "http://x/y/",
+                        "https://h/a%20b.pth",
+                        "https://h/.pth",
+                        "https://h/" + "x" * 300 + ".pth",
+                        "https://h/%C3%BCmlaut.pth?x=1#f",
+                        "https://h/..%2F..%2Fetc.pth",
+                    ]
+                )
+            )
+        }
     else:
-        checkpoint = {"pvc": {"claimName": draw(dns_label), "path": draw(st.sampled_from(
-            ["sam.pth", "a/b/sam_vit_b.pt", "dir/", ".", "x" * 1000, "weird name!.bin", "a/./b.pth"]))}}
+        checkpoint = {
+            "pvc": {
+                "claimName": draw(dns_label),
+                "path": draw(
+                    st.sampled_from(
+                        ["sam.pth", "a/b/sam_vit_b.pt", "dir/", ".", "x" * 1000, "weird name!.bin", "a/./b.pth"]
+                    )
+                ),
+            }
+        }
     checkpoint["sha256"] = SHA
     autoscaling_enabled = draw(st.booleans())
     min_replicas = draw(st.integers(1, 10))
@@ -78,8 +105,9 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
         "runtime": {
             "device": device,
             "engine": draw(st.sampled_from(["auto", "torch", "fused"])),
-            "precision": draw(st.sampled_from(
-                ["auto", "float32", "bfloat16"] + (["float16"] if device == "cuda" else ["int8"]))),
+            "precision": draw(
+                st.sampled_from(["auto", "float32", "bfloat16"] + (["float16"] if device == "cuda" else ["int8"]))
+            ),
             "maxBatchSize": draw(st.integers(1, 64)),
             "batchWaitMilliseconds": draw(st.integers(0, 1000)),
             "maxQueue": draw(st.integers(1, 100000)),
@@ -88,35 +116,54 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
             "maxPixels": draw(st.integers(1, 10**9)),
             "requestTimeoutSeconds": draw(st.integers(1, 3600)),
         },
-        "cache": {"maxBytes": draw(st.one_of(st.integers(0, 2**40), small_quantity)),
-                  "maxEntries": draw(st.integers(0, 10**6)),
-                  "sharedVolume": {"enabled": draw(st.booleans()), "size": draw(small_quantity),
-                                   "accessMode": draw(st.sampled_from(["ReadWriteMany", "ReadWriteOnce"])),
-                                   "storageClassName": draw(dns_label)}},
+        "cache": {
+            "maxBytes": draw(st.one_of(st.integers(0, 2**40), small_quantity)),
+            "maxEntries": draw(st.integers(0, 10**6)),
+            "sharedVolume": {
+                "enabled": draw(st.booleans()),
+                "size": draw(small_quantity),
+                "accessMode": draw(st.sampled_from(["ReadWriteMany", "ReadWriteOnce"])),
+                "storageClassName": draw(dns_label),
+            },
+        },
         "replicas": draw(st.integers(1 if autoscaling_enabled else 0, 1000)),
-        "autoscaling": {"enabled": autoscaling_enabled, "minReplicas": min_replicas,
-                        "maxReplicas": draw(st.integers(min_replicas, 1000)),
-                        "targetQueueDepth": draw(st.integers(1, 100000))},
-        "resources": {"gpus": 0 if device == "cpu" else draw(st.integers(1, 16)),
-                      "gpuResourceName": draw(st.sampled_from(["nvidia.com/gpu", "nvidia.com/mig-1g.10gb"])),
-                      "requests": {"cpu": f"{request_n}", "memory": f"{request_n}Gi"},
-                      "limits": {"cpu": f"{request_n + draw(st.integers(0, 8))}", "memory": f"{request_n * 2}Gi"}},
-        "nodeSelector": draw(st.dictionaries(st.sampled_from(["gpu", "node.kubernetes.io/instance-type"]),
-                                             dns_label, max_size=2)),
+        "autoscaling": {
+            "enabled": autoscaling_enabled,
+            "minReplicas": min_replicas,
+            "maxReplicas": draw(st.integers(min_replicas, 1000)),
+            "targetQueueDepth": draw(st.integers(1, 100000)),
+        },
+        "resources": {
+            "gpus": 0 if device == "cpu" else draw(st.integers(1, 16)),
+            "gpuResourceName": draw(st.sampled_from(["nvidia.com/gpu", "nvidia.com/mig-1g.10gb"])),
+            "requests": {"cpu": f"{request_n}", "memory": f"{request_n}Gi"},
+            "limits": {"cpu": f"{request_n + draw(st.integers(0, 8))}", "memory": f"{request_n * 2}Gi"},
+        },
+        "nodeSelector": draw(
+            st.dictionaries(st.sampled_from(["gpu", "node.kubernetes.io/instance-type"]), dns_label, max_size=2)
+        ),
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         "affinity": {"nodeAffinity": {}},
         "priorityClassName": draw(dns_label),
         "image": draw(st.sampled_from(["ghcr.io/x/sam:1", "localhost:5000/sam@sha256:" + "a" * 64])),
         "imagePullPolicy": draw(st.sampled_from(["Always", "IfNotPresent", "Never"])),
         "imagePullSecrets": draw(st.lists(st.fixed_dictionaries({"name": dns_label}), max_size=2)),
-        "cvat": {"enabled": draw(st.booleans()), "mode": mode,
-                 "functionName": "pth-facebookresearch-sam-vit-h" if variant == "vit_h" and mode == "embedding"
-                 and draw(st.booleans()) else draw(dns_label),
-                 "displayName": draw(st.text(min_size=1, max_size=128))},
-        "monitoring": {"serviceMonitor": draw(st.booleans()),
-                       "interval": draw(st.sampled_from(["30s", "1m", "500ms"]))},
-        "networkPolicy": {"enabled": draw(st.booleans()),
-                          "additionalFrom": [{"podSelector": {"matchLabels": {"app": "cvat"}}}]},
+        "cvat": {
+            "enabled": draw(st.booleans()),
+            "mode": mode,
+            "functionName": "pth-facebookresearch-sam-vit-h"
+            if variant == "vit_h" and mode == "embedding" and draw(st.booleans())
+            else draw(dns_label),
+            "displayName": draw(st.text(min_size=1, max_size=128)),
+        },
+        "monitoring": {
+            "serviceMonitor": draw(st.booleans()),
+            "interval": draw(st.sampled_from(["30s", "1m", "500ms"])),
+        },
+        "networkPolicy": {
+            "enabled": draw(st.booleans()),
+            "additionalFrom": [{"podSelector": {"matchLabels": {"app": "cvat"}}}],
+        },
     }
     if device == "cpu" or draw(st.booleans()):  # runtime/resources defaults are cuda/1 GPU
         spec["runtime"], spec["resources"] = optional.pop("runtime"), optional.pop("resources")
@@ -132,9 +179,14 @@ MUTATIONS: dict[tuple[str, ...], st.SearchStrategy[Any]] = {
     ("model", "checkpoint"): st.sampled_from([{}, {"url": "https://h/x.pth"}, {"sha256": SHA}]),
     ("model", "checkpoint", "url"): st.sampled_from(["ftp://h/x.pth", "https://h/a b.pth", "", "h/x.pth"]),
     ("model", "checkpoint", "sha256"): st.sampled_from([SHA.upper(), SHA[:-1], "", "z" * 64]),
-    ("model", "checkpoint", "pvc"): st.sampled_from([{"claimName": "c", "path": "/abs.pth"},
-                                                     {"claimName": "c", "path": "a/../../b"},
-                                                     {"claimName": "", "path": "x"}, {"path": "x"}]),
+    ("model", "checkpoint", "pvc"): st.sampled_from(
+        [
+            {"claimName": "c", "path": "/abs.pth"},
+            {"claimName": "c", "path": "a/../../b"},
+            {"claimName": "", "path": "x"},
+            {"path": "x"},
+        ]
+    ),
     ("runtime", "device"): st.sampled_from(["tpu", "CUDA"]),
     ("runtime", "precision"): st.sampled_from(["float16", "int8", "fp8"]),
     ("runtime", "engine"): st.sampled_from(["onnx", "Torch", ""]),
@@ -195,8 +247,12 @@ def bodies(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         # (an infinite float is test_infinite_generation_is_invalid_spec's business)
         metadata["generation"] = draw(st.one_of(st.integers(0, 2**40), junk.filter(lambda v: v not in (_INF, -_INF))))
-    body: dict[str, Any] = {"apiVersion": "samoperator.io/v1alpha1", "kind": "SamModel", "metadata": metadata,
-                            "spec": draw(specs(dirty=draw(st.integers(0, 3)) == 0))}
+    body: dict[str, Any] = {
+        "apiVersion": "samoperator.io/v1alpha1",
+        "kind": "SamModel",
+        "metadata": metadata,
+        "spec": draw(specs(dirty=draw(st.integers(0, 3)) == 0)),
+    }
     if draw(st.integers(0, 29)) == 17:  # hypothesis favours bounds: not 0
         body = draw(st.sampled_from([{**body, "spec": draw(junk)}, {**body, "metadata": draw(junk)}, {}]))
     return body
@@ -254,8 +310,11 @@ def check_rendered(model: SamModel, children: list[dict[str, Any]]) -> None:
         hpa = by_kind["HorizontalPodAutoscaler"]["spec"]
         assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"]
         # The HPA drives the SamModel's scale subresource; the operator clamps and passes it on.
-        assert hpa["scaleTargetRef"] == {"apiVersion": "samoperator.io/v1alpha1", "kind": "SamModel",
-                                         "name": model.name}
+        assert hpa["scaleTargetRef"] == {
+            "apiVersion": "samoperator.io/v1alpha1",
+            "kind": "SamModel",
+            "name": model.name,
+        }
     function = cvat.derive_function_name(model)
     assert is_dns1123_label(function), function
     assert all(isinstance(v, str) and v != "false" for v in cvat.build_annotations(model).values())
@@ -280,11 +339,17 @@ def test_parse_never_raises_and_valid_specs_render_safe_children(body: dict[str,
 @fuzz_settings(300)
 @given(k8s_names)
 def test_any_name_gives_valid_child_names(name: str) -> None:
-    body = {"metadata": {"name": name, "namespace": "ns"},
-            "spec": {"model": {"variant": "vit_tiny", "checkpoint": {"url": "https://h/x.pth", "sha256": SHA}},
-                     "runtime": {"device": "cpu"}, "resources": {"gpus": 0},
-                     "cache": {"sharedVolume": {"enabled": True}}, "networkPolicy": {"enabled": True},
-                     "autoscaling": {"enabled": True, "targetQueueDepth": 4}}}
+    body = {
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {
+            "model": {"variant": "vit_tiny", "checkpoint": {"url": "https://h/x.pth", "sha256": SHA}},
+            "runtime": {"device": "cpu"},
+            "resources": {"gpus": 0},
+            "cache": {"sharedVolume": {"enabled": True}},
+            "networkPolicy": {"enabled": True},
+            "autoscaling": {"enabled": True, "targetQueueDepth": 4},
+        },
+    }
     parsed = parse_sammodel(body)
     assert isinstance(parsed, SamModel), parsed
     check_rendered(parsed, build_children(parsed, SETTINGS, service_monitor_api=True))
@@ -293,6 +358,8 @@ def test_any_name_gives_valid_child_names(name: str) -> None:
 
 def test_infinite_generation_is_invalid_spec() -> None:
     # Found by this suite: int(inf) raised OverflowError out of parse_sammodel.
-    body = {"metadata": {"name": "x", "generation": _INF},
-            "spec": {"model": {"checkpoint": {"url": "https://h/x.pth", "sha256": SHA}}}}
+    body = {
+        "metadata": {"name": "x", "generation": _INF},
+        "spec": {"model": {"checkpoint": {"url": "https://h/x.pth", "sha256": SHA}}},
+    }
     assert isinstance(parse_sammodel(body), InvalidSpec)

@@ -29,7 +29,9 @@ def k8s_bin_dir() -> Path:
     """The folder hack/build-tools.sh fills (same rule as hack/versions.sh)."""
     out = subprocess.run(
         ["bash", "-c", f"source {HACK}/versions.sh && echo $SAM_K8S_BIN"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return Path(out.stdout.strip())
 
@@ -71,16 +73,24 @@ class Cluster:
         local = self.bin_dir / "helm"
         return str(local) if local.exists() else (shutil.which("helm") or "helm")
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [self.kubectl_path, "--kubeconfig", str(self.kubeconfig), *args],
-            check=check, capture_output=True, text=True, input=input, timeout=timeout,
+            check=check,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
         )
 
     def apply(self, manifest: dict[str, Any] | list[dict[str, Any]] | str, namespace: str | None = None) -> str:
-        text = manifest if isinstance(manifest, str) else yaml.safe_dump_all(
-            manifest if isinstance(manifest, list) else [manifest])
+        text = (
+            manifest
+            if isinstance(manifest, str)
+            else yaml.safe_dump_all(manifest if isinstance(manifest, list) else [manifest])
+        )
         args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
         return self.kubectl(*args, input=text).stdout
 
@@ -113,8 +123,11 @@ class Cluster:
         self.core().create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=meta_labels)))
         try:
             # The ServiceAccount admission plugin rejects pods until the controller-manager made `default`.
-            wait_for(lambda: self.core().read_namespaced_service_account("default", name), 60,
-                     what=f"serviceaccount default in {name}")
+            wait_for(
+                lambda: self.core().read_namespaced_service_account("default", name),
+                60,
+                what=f"serviceaccount default in {name}",
+            )
             yield name
         finally:
             with suppress(client.ApiException):
@@ -129,8 +142,7 @@ def start_local_cluster(work_dir: Path) -> Cluster:
     env = dict(os.environ, SAM_CLUSTER_DIR=str(work_dir))
     for var in ("P_ETCD", "P_PEER", "P_API", "P_KCM", "P_SCHED"):
         env.pop(var, None)
-    proc = subprocess.run(["bash", str(HACK / "cluster-up.sh")], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(["bash", str(HACK / "cluster-up.sh")], env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         stop_local_cluster(work_dir)
         raise RuntimeError(f"hack/cluster-up.sh failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

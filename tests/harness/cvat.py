@@ -21,8 +21,9 @@ CVAT_HEADERS = {
 }
 
 
-def _call(method: str, url: str, headers: dict[str, str], body: bytes | None = None,
-          timeout: float = 120) -> tuple[int, dict[str, str], Any]:
+def _call(
+    method: str, url: str, headers: dict[str, str], body: bytes | None = None, timeout: float = 120
+) -> tuple[int, dict[str, str], Any]:
     request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
@@ -52,8 +53,12 @@ class CvatClient:
         return status, body
 
     def invoke_dashboard(self, name: str, payload: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
-        headers = {**CVAT_HEADERS, "x-nuclio-function-name": name, "x-nuclio-path": "/",
-                   "Content-Type": "application/json"}
+        headers = {
+            **CVAT_HEADERS,
+            "x-nuclio-function-name": name,
+            "x-nuclio-path": "/",
+            "Content-Type": "application/json",
+        }
         return _call("POST", f"{self.base}/api/function_invocations", headers, json.dumps(payload).encode())
 
     @staticmethod
@@ -62,10 +67,18 @@ class CvatClient:
         return _call("POST", f"http://127.0.0.1:{http_port}/", headers, json.dumps(payload).encode())
 
 
-def interactor_payload(image_png: bytes, pos: list[list[float]], neg: list[list[float]] | None = None,
-                       bbox: list[list[float]] | None = None) -> dict[str, Any]:
-    return {"image": base64.b64encode(image_png).decode(), "pos_points": pos, "neg_points": neg or [],
-            "obj_bbox": bbox or []}
+def interactor_payload(
+    image_png: bytes,
+    pos: list[list[float]],
+    neg: list[list[float]] | None = None,
+    bbox: list[list[float]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "image": base64.b64encode(image_png).decode(),
+        "pos_points": pos,
+        "neg_points": neg or [],
+        "obj_bbox": bbox or [],
+    }
 
 
 def synthetic_image(width: int = 320, height: int = 240, seed: int = 0) -> tuple[bytes, np.ndarray]:
@@ -89,7 +102,7 @@ def decode_cvat_rle(points: list[int]) -> tuple[np.ndarray, tuple[int, int, int,
     flat = np.zeros(width * height, dtype=np.uint8)
     pos, value = 0, 0
     for run in runs:
-        flat[pos:pos + run] = value
+        flat[pos : pos + run] = value
         pos += run
         value ^= 1
     assert pos == width * height, f"RLE covers {pos} pixels, box has {width * height}"

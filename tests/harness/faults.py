@@ -92,15 +92,24 @@ class Component:
         launcher = 'nohup "$@" >>"$LOG" 2>&1 </dev/null & echo $!'
         out = subprocess.run(
             ["bash", "-c", launcher, "launch", *self.snapshot.argv],
-            env={**self.snapshot.env, "LOG": str(self.log_file)}, cwd=self.snapshot.cwd,
-            check=True, capture_output=True, text=True, timeout=30, start_new_session=True,
+            env={**self.snapshot.env, "LOG": str(self.log_file)},
+            cwd=self.snapshot.cwd,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            start_new_session=True,
         )
         pid = int(out.stdout.strip())
         self.pid_file.write_text(f"{pid}\n")
         # $! is the forked shell, which execs nohup, which execs the component: until then its cmdline is bash's.
         cmdline = Path(f"/proc/{pid}/cmdline")
-        wait_for(lambda: cmdline.read_bytes().split(b"\0")[0].decode() == self.snapshot.argv[0], 10, interval=0.02,
-                 what=f"{self.name} ({pid}) to exec")
+        wait_for(
+            lambda: cmdline.read_bytes().split(b"\0")[0].decode() == self.snapshot.argv[0],
+            10,
+            interval=0.02,
+            what=f"{self.name} ({pid}) to exec",
+        )
         return pid
 
     def ensure_running(self) -> None:
@@ -145,16 +154,24 @@ def kwok_gpu_node(name: str, gpus: int, labels: dict[str, str] | None = None) ->
     """A fake GPU node kwok manages (same shape as hack/cluster/nodes.yaml)."""
     alloc = {"cpu": "32", "memory": "128Gi", "ephemeral-storage": "1Ti", "pods": "110", "nvidia.com/gpu": str(gpus)}
     return {
-        "apiVersion": "v1", "kind": "Node",
+        "apiVersion": "v1",
+        "kind": "Node",
         "metadata": {
             "name": name,
             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux", "kubernetes.io/hostname": name,
-                       "type": "kwok", "nvidia.com/gpu.present": "true", **(labels or {})},
+            "labels": {
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/hostname": name,
+                "type": "kwok",
+                "nvidia.com/gpu.present": "true",
+                **(labels or {}),
+            },
         },
         "status": {
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": "localhost"}],
-            "capacity": alloc, "allocatable": alloc,
+            "capacity": alloc,
+            "allocatable": alloc,
             "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "v1.34.4"},
         },
     }

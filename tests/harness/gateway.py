@@ -16,8 +16,9 @@ class Gateway:
         self.proc: ManagedProcess | None = None
 
     def start(self) -> Gateway:
-        self.proc = gateway_process(self.cluster.kubeconfig, self.log_dir, self.port, self.namespace,
-                                    name=f"gateway-{self.restarts}").start()
+        self.proc = gateway_process(
+            self.cluster.kubeconfig, self.log_dir, self.port, self.namespace, name=f"gateway-{self.restarts}"
+        ).start()
         self.proc.wait_http(f"http://127.0.0.1:{self.port}/readyz", timeout=60)
         return self
 

@@ -44,9 +44,22 @@ def stop_kind_cluster(name: str, state: Path) -> None:
 def port_forward(cluster: Cluster, namespace: str, target: str, *ports: int) -> Iterator[dict[int, int]]:
     """``kubectl port-forward target :port...``: {remote port: local 127.0.0.1 port} while the block runs."""
     proc = subprocess.Popen(
-        [cluster.kubectl_path, "--kubeconfig", str(cluster.kubeconfig), "-n", namespace, "port-forward",
-         "--address", "127.0.0.1", target, *[f":{p}" for p in ports]],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            cluster.kubectl_path,
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "-n",
+            namespace,
+            "port-forward",
+            "--address",
+            "127.0.0.1",
+            target,
+            *[f":{p}" for p in ports],
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     mapping: dict[int, int] = {}
     try:
         assert proc.stdout is not None
@@ -75,9 +88,11 @@ def pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]
     return [p for p in items if not p["metadata"].get("deletionTimestamp")]
 
 
-def ready_pods(cluster: Cluster, namespace: str, selector: str, count: int, timeout: float = 300
-               ) -> list[dict[str, Any]]:
+def ready_pods(
+    cluster: Cluster, namespace: str, selector: str, count: int, timeout: float = 300
+) -> list[dict[str, Any]]:
     """Wait until exactly ``count`` pods match and all are Ready; return them."""
+
     def check() -> list[dict[str, Any]] | None:
         found = pods(cluster, namespace, selector)
         ok = len(found) == count and all(is_ready(p) for p in found)
@@ -86,8 +101,9 @@ def ready_pods(cluster: Cluster, namespace: str, selector: str, count: int, time
     try:
         result: list[dict[str, Any]] = wait_for(check, timeout, interval=1)
     except AssertionError:
-        raise AssertionError(f"{count} ready pods ({selector}) not reached: "
-                             f"{describe(pods(cluster, namespace, selector))}") from None
+        raise AssertionError(
+            f"{count} ready pods ({selector}) not reached: {describe(pods(cluster, namespace, selector))}"
+        ) from None
     return result
 
 
@@ -96,9 +112,18 @@ def is_ready(pod: dict[str, Any]) -> bool:
 
 
 def describe(found: list[dict[str, Any]]) -> str:
-    return json.dumps([{"name": p["metadata"]["name"], "phase": p["status"].get("phase"),
-                        "init": p["status"].get("initContainerStatuses"),
-                        "containers": p["status"].get("containerStatuses")} for p in found], default=str)[:4000]
+    return json.dumps(
+        [
+            {
+                "name": p["metadata"]["name"],
+                "phase": p["status"].get("phase"),
+                "init": p["status"].get("initContainerStatuses"),
+                "containers": p["status"].get("containerStatuses"),
+            }
+            for p in found
+        ],
+        default=str,
+    )[:4000]
 
 
 def container_status(pod: dict[str, Any], name: str, init: bool = False) -> dict[str, Any]:
@@ -107,8 +132,9 @@ def container_status(pod: dict[str, Any], name: str, init: bool = False) -> dict
     return dict(status)
 
 
-def exec_in(cluster: Cluster, namespace: str, pod: str, container: str, *command: str,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+def exec_in(
+    cluster: Cluster, namespace: str, pod: str, container: str, *command: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return cluster.kubectl("exec", "-n", namespace, pod, "-c", container, "--", *command, check=check)
 
 
@@ -120,5 +146,11 @@ def logs(cluster: Cluster, namespace: str, pod: str, container: str, previous: b
 def node_exec(cluster_name: str, *command: str) -> subprocess.CompletedProcess[str]:
     """A command on the kind node itself (its container), as an operator of the machine would run it."""
     env = dict(os.environ, CONTAINERS_CONF=str(HACK / "kind" / "containers.conf"))
-    return subprocess.run(["podman", "exec", f"{cluster_name}-control-plane", *command], env=env,
-                          capture_output=True, text=True, timeout=60, check=True)
+    return subprocess.run(
+        ["podman", "exec", f"{cluster_name}-control-plane", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )

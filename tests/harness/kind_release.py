@@ -21,6 +21,7 @@ RELEASE = "sam"
 ENCODER_SELECTOR = "app.kubernetes.io/component=encoder,app.kubernetes.io/instance={}"
 TINY_FILE = "sam_vit_tiny.pth"
 
+
 @dataclass
 class Kind:
     cluster: Cluster
@@ -48,15 +49,30 @@ class Checkpoint:
 
 def restricted_namespace(cluster: Cluster, prefix: str) -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {
-        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest",
-        "samoperator.io/test": "true"}}})
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                    "samoperator.io/test": "true",
+                },
+            },
+        }
+    )
     return name
 
 
 def helm(cluster: Cluster, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([cluster.helm_path, "--kubeconfig", str(cluster.kubeconfig), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [cluster.helm_path, "--kubeconfig", str(cluster.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -72,19 +88,34 @@ def encoder_image() -> str:
     return f"ghcr.io/sam-operator/sam-inference:{version}"
 
 
-def tiny_sammodel(name: str, checkpoint: Checkpoint, mode: str, replicas: int, *, sha256: str | None = None,
-                  memory_limit: str = "2Gi", memory_request: str = "256Mi") -> dict[str, Any]:
+def tiny_sammodel(
+    name: str,
+    checkpoint: Checkpoint,
+    mode: str,
+    replicas: int,
+    *,
+    sha256: str | None = None,
+    memory_limit: str = "2Gi",
+    memory_request: str = "256Mi",
+) -> dict[str, Any]:
     return {
-        "apiVersion": "samoperator.io/v1alpha1", "kind": "SamModel", "metadata": {"name": name},
+        "apiVersion": "samoperator.io/v1alpha1",
+        "kind": "SamModel",
+        "metadata": {"name": name},
         "spec": {
-            "model": {"variant": "vit_tiny", "checkpoint": {"url": checkpoint.url,
-                                                           "sha256": sha256 or checkpoint.sha256}},
+            "model": {
+                "variant": "vit_tiny",
+                "checkpoint": {"url": checkpoint.url, "sha256": sha256 or checkpoint.sha256},
+            },
             # float32: the reference path, which the suite compares with SamPredictor (the faster defaults are
             # held to their own fidelity bounds in tests/unit/inference).
             "runtime": {"device": "cpu", "maxBatchSize": 2, "precision": "float32"},
             # Small requests: every encoder of the suite fits on the one 2-core node.
-            "resources": {"gpus": 0, "requests": {"cpu": "50m", "memory": memory_request},
-                          "limits": {"memory": memory_limit}},
+            "resources": {
+                "gpus": 0,
+                "requests": {"cpu": "50m", "memory": memory_request},
+                "limits": {"memory": memory_limit},
+            },
             "replicas": replicas,
             "cvat": {"mode": mode, "displayName": f"Tiny SAM ({mode}, real pods)"},
         },

@@ -23,7 +23,8 @@ class RunningOperator:
     def start(self) -> RunningOperator:
         self.generation += 1
         self.proc, self.metrics_port, health = operator_process(
-            self.cluster.kubeconfig, self.log_dir, name=f"operator-{self.generation}", extra_env=self.extra_env)
+            self.cluster.kubeconfig, self.log_dir, name=f"operator-{self.generation}", extra_env=self.extra_env
+        )
         self.proc.start()
         self.proc.wait_http(f"http://127.0.0.1:{health}/healthz", timeout=60)
         return self
@@ -53,8 +54,10 @@ class RunningOperator:
 def sammodel(name: str, **spec: Any) -> dict[str, Any]:
     """A SamModel body: ViT-tiny on CPU by default; keyword arguments override top-level spec fields."""
     base: dict[str, Any] = {
-        "model": {"variant": "vit_tiny", "checkpoint": {
-            "url": "http://127.0.0.1:9/sam_vit_tiny.pth", "sha256": "0" * 64}},
+        "model": {
+            "variant": "vit_tiny",
+            "checkpoint": {"url": "http://127.0.0.1:9/sam_vit_tiny.pth", "sha256": "0" * 64},
+        },
         "runtime": {"device": "cpu"},
         "resources": {"gpus": 0},
     }

@@ -52,7 +52,7 @@ class PodProcess:
     def _rewrite(value: str, mounts: dict[str, str]) -> str:
         for mount_path in sorted(mounts, key=len, reverse=True):
             if value == mount_path or value.startswith(mount_path + "/"):
-                return mounts[mount_path] + value[len(mount_path):]
+                return mounts[mount_path] + value[len(mount_path) :]
         return value
 
     def _argv_env(self, container: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
@@ -156,7 +156,8 @@ class PodRunner:
         with self._lock:
             self.processes[proc.name] = proc
         self.cluster.core().patch_namespaced_pod(
-            proc.name, self.namespace, {"metadata": {"annotations": {ADDRESS_ANNOTATION: proc.address}}})
+            proc.name, self.namespace, {"metadata": {"annotations": {ADDRESS_ANNOTATION: proc.address}}}
+        )
 
     def ready(self, count: int) -> list[PodProcess]:
         """The processes once ``count`` pods are served (raises with the harness's errors otherwise)."""

@@ -42,8 +42,14 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         return self
 
@@ -84,8 +90,9 @@ class ManagedProcess:
             self.proc.wait(10)
 
 
-def operator_process(kubeconfig: Path, log_dir: Path, name: str = "operator",
-                     extra_env: Mapping[str, str] | None = None) -> tuple[ManagedProcess, int, int]:
+def operator_process(
+    kubeconfig: Path, log_dir: Path, name: str = "operator", extra_env: Mapping[str, str] | None = None
+) -> tuple[ManagedProcess, int, int]:
     """The operator exactly as its Deployment runs it (``sam-operator``); returns (process, metrics, health)."""
     metrics_port, health_port = free_port(), free_port()
     env = {
@@ -101,8 +108,14 @@ def operator_process(kubeconfig: Path, log_dir: Path, name: str = "operator",
     return proc, metrics_port, health_port
 
 
-def gateway_process(kubeconfig: Path, log_dir: Path, port: int, namespaces: str = "",
-                    name: str = "gateway", extra_env: Mapping[str, str] | None = None) -> ManagedProcess:
+def gateway_process(
+    kubeconfig: Path,
+    log_dir: Path,
+    port: int,
+    namespaces: str = "",
+    name: str = "gateway",
+    extra_env: Mapping[str, str] | None = None,
+) -> ManagedProcess:
     """The gateway as its Deployment runs it (``sam-gateway``), dialling pods at their harness address."""
     env = {
         "SAM_GATEWAY_KUBECONFIG": str(kubeconfig),

@@ -13,9 +13,15 @@ import onnxruntime as ort
 import torch
 
 
-def assert_blob_decodes_to_the_pytorch_mask(embedding: np.ndarray, decoder_onnx: bytes, rgb: np.ndarray,
-                                            pos: list[list[float]], neg: list[list[float]], checkpoint: Path,
-                                            embedding_tolerance: float) -> None:
+def assert_blob_decodes_to_the_pytorch_mask(
+    embedding: np.ndarray,
+    decoder_onnx: bytes,
+    rgb: np.ndarray,
+    pos: list[list[float]],
+    neg: list[list[float]],
+    checkpoint: Path,
+    embedding_tolerance: float,
+) -> None:
     from sam_inference.model import load_sam
     from segment_anything import SamPredictor
     from segment_anything.utils.onnx import SamOnnxModel
@@ -25,10 +31,17 @@ def assert_blob_decodes_to_the_pytorch_mask(embedding: np.ndarray, decoder_onnx:
     coords = np.array([pos + neg], dtype=np.float32) * (1024 / max(w, h))
     labels = np.array([[1] * len(pos) + [0] * len(neg)], dtype=np.float32)
     session = ort.InferenceSession(decoder_onnx, providers=["CPUExecutionProvider"])
-    masks, _, _, xtl, ytl, xbr, ybr = session.run(None, {
-        "image_embeddings": embedding, "point_coords": coords, "point_labels": labels,
-        "orig_im_size": np.array([h, w], dtype=np.float32),
-        "mask_input": np.zeros((1, 1, 256, 256), dtype=np.float32), "has_mask_input": np.zeros(1, np.float32)})
+    masks, _, _, xtl, ytl, xbr, ybr = session.run(
+        None,
+        {
+            "image_embeddings": embedding,
+            "point_coords": coords,
+            "point_labels": labels,
+            "orig_im_size": np.array([h, w], dtype=np.float32),
+            "mask_input": np.zeros((1, 1, 256, 256), dtype=np.float32),
+            "has_mask_input": np.zeros(1, np.float32),
+        },
+    )
     assert masks.dtype == np.uint8
 
     # The same inputs through the PyTorch model: SamPredictor's embedding, upstream SamOnnxModel's decoder.
@@ -39,13 +52,18 @@ def assert_blob_decodes_to_the_pytorch_mask(embedding: np.ndarray, decoder_onnx:
     np.testing.assert_allclose(embedding, reference.numpy(), rtol=embedding_tolerance, atol=embedding_tolerance)
     with torch.no_grad():
         logits, _, _ = SamOnnxModel(sam, return_single_mask=True)(
-            reference, torch.from_numpy(coords), torch.from_numpy(labels),
-            torch.zeros(1, 1, 256, 256), torch.zeros(1), torch.tensor([h, w], dtype=torch.float32))
+            reference,
+            torch.from_numpy(coords),
+            torch.from_numpy(labels),
+            torch.zeros(1, 1, 256, 256),
+            torch.zeros(1),
+            torch.tensor([h, w], dtype=torch.float32),
+        )
     full = (logits[0, 0] > 0).numpy()
     ys, xs = np.nonzero(full)
     assert len(ys), "the reference mask is empty: choose another click"
     assert (int(xtl), int(ytl), int(xbr), int(ybr)) == (xs.min(), ys.min(), xs.max(), ys.max())
-    expected = full[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.uint8)
+    expected = full[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.uint8)
     got = masks[0, 0]
     assert got.shape == expected.shape
     agreement = (got == expected).mean()

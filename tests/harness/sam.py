@@ -9,7 +9,8 @@ from harness.cluster import Cluster, wait_for
 
 def get_sam(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     body: dict[str, Any] = cluster.custom().get_namespaced_custom_object(
-        "samoperator.io", "v1alpha1", namespace, "sammodels", name)
+        "samoperator.io", "v1alpha1", namespace, "sammodels", name
+    )
     body.setdefault("status", {})
     return body
 
@@ -21,9 +22,11 @@ def condition(sam: dict[str, Any], type_: str) -> dict[str, Any]:
     return {}
 
 
-def wait_condition(cluster: Cluster, namespace: str, name: str, type_: str, status: str,
-                   reason: str | None = None, timeout: float = 60) -> dict[str, Any]:
+def wait_condition(
+    cluster: Cluster, namespace: str, name: str, type_: str, status: str, reason: str | None = None, timeout: float = 60
+) -> dict[str, Any]:
     """Wait until the SamModel's condition has this status (and reason); return the SamModel."""
+
     def check() -> dict[str, Any] | None:
         sam = get_sam(cluster, namespace, name)
         cond = condition(sam, type_)

@@ -62,14 +62,45 @@ def release(kind: Kind) -> Iterator[Release]:
     """The chart, installed as a user would, with the images hack/build-images.sh built (never pulled)."""
     cluster = kind.cluster
     namespace = restricted_namespace(cluster, "sam-system")
-    helm(cluster, "install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout", "5m",
-         "--set", "image.pullPolicy=Never", "--set", "operator.encoderImage.pullPolicy=Never",
-         "--set", "operator.logFormat=plain")
-    yield Release(namespace, f"{RELEASE}-sam-operator-gateway",
-                  f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator",
-                  f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=gateway")
-    subprocess.run([cluster.helm_path, "--kubeconfig", str(cluster.kubeconfig), "uninstall", RELEASE, "-n",
-                    namespace, "--wait", "--timeout", "2m"], capture_output=True, timeout=180)
+    helm(
+        cluster,
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        namespace,
+        "--wait",
+        "--timeout",
+        "5m",
+        "--set",
+        "image.pullPolicy=Never",
+        "--set",
+        "operator.encoderImage.pullPolicy=Never",
+        "--set",
+        "operator.logFormat=plain",
+    )
+    yield Release(
+        namespace,
+        f"{RELEASE}-sam-operator-gateway",
+        f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator",
+        f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=gateway",
+    )
+    subprocess.run(
+        [
+            cluster.helm_path,
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "uninstall",
+            RELEASE,
+            "-n",
+            namespace,
+            "--wait",
+            "--timeout",
+            "2m",
+        ],
+        capture_output=True,
+        timeout=180,
+    )
     cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
@@ -77,8 +108,9 @@ def release(kind: Kind) -> Iterator[Release]:
 def models_namespace(kind: Kind, release: Release) -> Iterator[str]:
     namespace = restricted_namespace(kind.cluster, "models")
     yield namespace
-    kind.cluster.kubectl("delete", "sammodels", "--all", "-n", namespace, "--wait=true", "--timeout=120s",
-                         check=False, timeout=180)
+    kind.cluster.kubectl(
+        "delete", "sammodels", "--all", "-n", namespace, "--wait=true", "--timeout=120s", check=False, timeout=180
+    )
     kind.cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
@@ -88,8 +120,10 @@ def checkpoint(kind: Kind, models_namespace: str, tmp_path_factory: pytest.TempP
     cluster.apply(checkpoint_server_manifests(encoder_image()), models_namespace)
     ready_pods(cluster, models_namespace, "app=checkpoints", 1, timeout=300)
     # The bytes as the cluster serves them (through the Service, port-forwarded), hashed here.
-    with port_forward(cluster, models_namespace, "svc/checkpoints", 8000) as ports, urllib.request.urlopen(
-            f"http://127.0.0.1:{ports[8000]}/{TINY_FILE}", timeout=60) as response:
+    with (
+        port_forward(cluster, models_namespace, "svc/checkpoints", 8000) as ports,
+        urllib.request.urlopen(f"http://127.0.0.1:{ports[8000]}/{TINY_FILE}", timeout=60) as response,
+    ):
         data = response.read()
     path = tmp_path_factory.mktemp("checkpoint") / TINY_FILE
     path.write_bytes(data)

@@ -73,11 +73,13 @@ def test_the_gateway_lists_the_function_for_cvat(gateway_port: int, embedding_mo
 
 
 def test_dashboard_blob_decoded_with_the_pods_decoder_matches_pytorch(
-        kind: Kind, gateway_port: int, embedding_model: Model, checkpoint: Checkpoint) -> None:
+    kind: Kind, gateway_port: int, embedding_model: Model, checkpoint: Checkpoint
+) -> None:
     png, rgb = synthetic_image(seed=1)
     pos, neg = [[160.0, 120.0]], [[60.0, 50.0]]
     status, _, body = CvatClient(gateway_port).invoke_dashboard(
-        embedding_model.function, interactor_payload(png, pos=pos, neg=neg))
+        embedding_model.function, interactor_payload(png, pos=pos, neg=neg)
+    )
     assert status == 200, body
     embedding = np.frombuffer(base64.b64decode(body["blob"]), dtype="<f4").reshape(1, 256, 64, 64)
     pod = pods(kind.cluster, embedding_model.namespace, embedding_model.selector)[0]["metadata"]["name"]
@@ -85,12 +87,14 @@ def test_dashboard_blob_decoded_with_the_pods_decoder_matches_pytorch(
         decoder_bytes = fetch(f"http://127.0.0.1:{ports[8080]}/v1/decoder.onnx")
     # PyTorch on this machine, from the bytes the in-cluster server served; the pod's torch may differ in the
     # last bits from this venv's, hence a looser embedding tolerance than the e2e suite's.
-    assert_blob_decodes_to_the_pytorch_mask(embedding, decoder_bytes, rgb, pos, neg, checkpoint.path,
-                                            embedding_tolerance=1e-3)
+    assert_blob_decodes_to_the_pytorch_mask(
+        embedding, decoder_bytes, rgb, pos, neg, checkpoint.path, embedding_tolerance=1e-3
+    )
 
 
 def test_direct_mode_port_is_reachable_from_outside_the_cluster(
-        kind: Kind, release: Release, gateway_port: int, embedding_model: Model) -> None:
+    kind: Kind, release: Release, gateway_port: int, embedding_model: Model
+) -> None:
     port = CvatClient(gateway_port).list_functions()[embedding_model.function]["status"]["httpPort"]
     png, _ = synthetic_image(seed=2)
     with port_forward(kind.cluster, release.namespace, f"svc/{release.gateway_service}", port) as ports:
@@ -102,7 +106,8 @@ def test_direct_mode_port_is_reachable_from_outside_the_cluster(
 def test_masks_mode_returns_rle_shapes_that_decode(gateway_port: int, masks_model: Model) -> None:
     png, rgb = synthetic_image(seed=3)
     status, _, body = CvatClient(gateway_port).invoke_dashboard(
-        masks_model.function, interactor_payload(png, pos=[[160.0, 120.0]], bbox=[[100.0, 60.0], [220.0, 180.0]]))
+        masks_model.function, interactor_payload(png, pos=[[160.0, 120.0]], bbox=[[100.0, 60.0], [220.0, 180.0]])
+    )
     assert status == 200, body
     (shape,) = body["shapes"]
     assert shape["type"] == "mask"
@@ -115,13 +120,14 @@ def _cache_counters(port: int) -> tuple[float, float]:
     return metric(port, "sam_inference_cache_hits_total"), metric(port, "sam_inference_cache_misses_total")
 
 
-def test_the_same_frame_lands_on_the_same_replicas_cache(
-        kind: Kind, gateway_port: int, embedding_model: Model) -> None:
+def test_the_same_frame_lands_on_the_same_replicas_cache(kind: Kind, gateway_port: int, embedding_model: Model) -> None:
     found = pods(kind.cluster, embedding_model.namespace, embedding_model.selector)
     names = [p["metadata"]["name"] for p in found]
     assert len(names) == 2
-    with port_forward(kind.cluster, embedding_model.namespace, f"pod/{names[0]}", 8080) as first_pod, \
-            port_forward(kind.cluster, embedding_model.namespace, f"pod/{names[1]}", 8080) as second_pod:
+    with (
+        port_forward(kind.cluster, embedding_model.namespace, f"pod/{names[0]}", 8080) as first_pod,
+        port_forward(kind.cluster, embedding_model.namespace, f"pod/{names[1]}", 8080) as second_pod,
+    ):
         metric_ports = {names[0]: first_pod[8080], names[1]: second_pod[8080]}
         before = {n: _cache_counters(p) for n, p in metric_ports.items()}
         png, _ = synthetic_image(seed=4)

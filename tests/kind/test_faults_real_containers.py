@@ -58,14 +58,16 @@ def watch_ready_reasons(kind: Kind, model: Model, seconds: float) -> list[str]:
 
 
 def test_a_killed_encoder_process_is_restarted_by_the_kubelet_and_routed_around(
-        kind: Kind, gateway_port: int, embedding_model: Model) -> None:
+    kind: Kind, gateway_port: int, embedding_model: Model
+) -> None:
     ns = embedding_model.namespace
     victim = ready_pods(kind.cluster, ns, embedding_model.selector, 2)[0]
     name = victim["metadata"]["name"]
     container_id = container_status(victim, "encoder")["containerID"].removeprefix("containerd://")
     restarts = container_status(victim, "encoder")["restartCount"]
-    pid = node_exec(kind.name, "crictl", "inspect", "-o", "go-template", "--template", "{{.info.pid}}",
-                    container_id).stdout.strip()
+    pid = node_exec(
+        kind.name, "crictl", "inspect", "-o", "go-template", "--template", "{{.info.pid}}", container_id
+    ).stdout.strip()
     with Stream(gateway_port, embedding_model.function, 20) as stream:
         wait_for(lambda: len(stream.codes) >= 3, 120, what="the stream to get going")
         node_exec(kind.name, "kill", "-9", pid)  # the encoder process, from outside its container
@@ -85,11 +87,13 @@ def test_a_killed_encoder_process_is_restarted_by_the_kubelet_and_routed_around(
 
 
 def test_a_wrong_sha256_fails_the_fetch_init_container_and_says_so(
-        kind: Kind, models_namespace: str, checkpoint: Checkpoint) -> None:
+    kind: Kind, models_namespace: str, checkpoint: Checkpoint
+) -> None:
     wrong = "0" * 64
     kind.cluster.apply(tiny_sammodel("bad-sha", checkpoint, "masks", 1, sha256=wrong), models_namespace)
-    sam = wait_condition(kind.cluster, models_namespace, "bad-sha", "Degraded", "True",
-                         reason="CheckpointFetchFailed", timeout=300)
+    sam = wait_condition(
+        kind.cluster, models_namespace, "bad-sha", "Degraded", "True", reason="CheckpointFetchFailed", timeout=300
+    )
     message = condition(sam, "Degraded")["message"]
     assert "fetch-checkpoint" in message and "sha256" in message.lower(), message
     (pod,) = pods(kind.cluster, models_namespace, "app.kubernetes.io/instance=bad-sha")
@@ -107,9 +111,12 @@ def test_a_wrong_sha256_fails_the_fetch_init_container_and_says_so(
 
 
 def test_a_memory_limit_too_small_is_oomkilled_and_shown_in_the_status(
-        kind: Kind, models_namespace: str, checkpoint: Checkpoint) -> None:
-    kind.cluster.apply(tiny_sammodel("too-small", checkpoint, "masks", 1, memory_limit="160Mi",
-                                    memory_request="160Mi"), models_namespace)
+    kind: Kind, models_namespace: str, checkpoint: Checkpoint
+) -> None:
+    kind.cluster.apply(
+        tiny_sammodel("too-small", checkpoint, "masks", 1, memory_limit="160Mi", memory_request="160Mi"),
+        models_namespace,
+    )
 
     def oom_killed() -> dict[str, Any] | None:
         for pod in pods(kind.cluster, models_namespace, "app.kubernetes.io/instance=too-small"):
@@ -121,9 +128,15 @@ def test_a_memory_limit_too_small_is_oomkilled_and_shown_in_the_status(
         return None
 
     killed = wait_for(oom_killed, 300, what="the kernel's OOM killer to stop a container of too-small")
-    sam = wait_for(lambda: (s := get_sam(kind.cluster, models_namespace, "too-small"))
-                   and "OOMKilled" in condition(s, "Degraded").get("message", "") and s, 300,
-                   what="OOMKilled in the Degraded condition")
+    sam = wait_for(
+        lambda: (
+            (s := get_sam(kind.cluster, models_namespace, "too-small"))
+            and "OOMKilled" in condition(s, "Degraded").get("message", "")
+            and s
+        ),
+        300,
+        what="OOMKilled in the Degraded condition",
+    )
     degraded = condition(sam, "Degraded")
     assert degraded["status"] == "True", degraded
     assert degraded["reason"] in ("CrashLoopBackOff", "DecoderExportFailed", "CheckpointFetchFailed"), degraded

@@ -19,8 +19,10 @@ pytestmark = [pytest.mark.kind]
 def test_operator_and_gateway_run_as_restricted_pods(kind: Kind, release: Release) -> None:
     labels = kind.cluster.get_json("namespace", release.namespace)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
-    for selector, container, port_name in ((release.operator_selector, "operator", "health"),
-                                           (release.gateway_selector, "gateway", "http")):
+    for selector, container, port_name in (
+        (release.operator_selector, "operator", "health"),
+        (release.gateway_selector, "gateway", "http"),
+    ):
         (pod,) = ready_pods(kind.cluster, release.namespace, selector, 1)
         name = pod["metadata"]["name"]
         status = container_status(pod, container)
@@ -50,7 +52,8 @@ def test_helm_test_runs_as_a_real_job_pod(kind: Kind, release: Release, embeddin
 
 
 def test_gpu_sammodels_schedule_onto_the_kwok_gpu_nodes_and_cpu_ones_on_the_real_node(
-        kind: Kind, models_namespace: str, checkpoint: Checkpoint, embedding_model: Model) -> None:
+    kind: Kind, models_namespace: str, checkpoint: Checkpoint, embedding_model: Model
+) -> None:
     gpu = tiny_sammodel("tiny-gpu", checkpoint, "masks", 1)
     gpu["spec"]["runtime"]["device"] = "cuda"
     gpu["spec"]["resources"]["gpus"] = 1
@@ -62,14 +65,16 @@ def test_gpu_sammodels_schedule_onto_the_kwok_gpu_nodes_and_cpu_ones_on_the_real
     too_big["spec"]["tolerations"] = gpu["spec"]["tolerations"]
     kind.cluster.apply([gpu, too_big], models_namespace)
     try:
+
         def scheduled() -> str | None:
             found = pods(kind.cluster, models_namespace, "app.kubernetes.io/instance=tiny-gpu")
             return found[0]["spec"].get("nodeName") if found else None
 
         node = wait_for(scheduled, 120, what="the GPU encoder pod to be scheduled")
         assert node.startswith("kwok-gpu-node-"), node
-        sam = wait_condition(kind.cluster, models_namespace, "tiny-8gpu", "Ready", "False",
-                             reason="InsufficientGPU", timeout=120)
+        sam = wait_condition(
+            kind.cluster, models_namespace, "tiny-8gpu", "Ready", "False", reason="InsufficientGPU", timeout=120
+        )
         assert "nvidia.com/gpu" in condition(sam, "Ready")["message"]
         for pod in pods(kind.cluster, models_namespace, embedding_model.selector):
             assert pod["spec"]["nodeName"] == kind.node
@@ -78,11 +83,23 @@ def test_gpu_sammodels_schedule_onto_the_kwok_gpu_nodes_and_cpu_ones_on_the_real
 
 
 def test_helm_upgrade_rolls_the_operator_pod_and_models_stay_ready(
-        kind: Kind, release: Release, embedding_model: Model) -> None:
+    kind: Kind, release: Release, embedding_model: Model
+) -> None:
     (before,) = ready_pods(kind.cluster, release.namespace, release.operator_selector, 1)
-    helm(kind.cluster, "upgrade", RELEASE, str(CHART), "-n", release.namespace, "--reuse-values",
-         "--set", f"operator.podAnnotations.samoperator\\.io/rollout={uuid.uuid4().hex[:8]}",
-         "--wait", "--timeout", "5m")
+    helm(
+        kind.cluster,
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "-n",
+        release.namespace,
+        "--reuse-values",
+        "--set",
+        f"operator.podAnnotations.samoperator\\.io/rollout={uuid.uuid4().hex[:8]}",
+        "--wait",
+        "--timeout",
+        "5m",
+    )
     (after,) = ready_pods(kind.cluster, release.namespace, release.operator_selector, 1, timeout=300)
     assert after["metadata"]["uid"] != before["metadata"]["uid"]
     assert container_status(after, "operator")["restartCount"] == 0
@@ -91,4 +108,3 @@ def test_helm_upgrade_rolls_the_operator_pod_and_models_stay_ready(
     # The new operator pod takes over: the model it did not create stays Ready, with its status kept current.
     sam = wait_condition(kind.cluster, embedding_model.namespace, embedding_model.name, "Ready", "True", timeout=120)
     assert sam["status"]["readyReplicas"] == 2
-

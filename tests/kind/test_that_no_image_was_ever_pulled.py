@@ -15,8 +15,11 @@ PULL_EVENT_REASONS = {"Pulling", "ErrImagePull", "ImagePullBackOff", "ErrImageNe
 
 def test_no_pod_in_the_cluster_tried_to_pull_an_image(kind: Kind, embedding_model: Model, masks_model: Model) -> None:
     events = kind.cluster.get_json("events", "-A")["items"]
-    pulls = [(e["involvedObject"].get("name"), e["reason"], e.get("message", "")) for e in events
-             if e["reason"] in PULL_EVENT_REASONS and "image" in e.get("message", "").lower()]
+    pulls = [
+        (e["involvedObject"].get("name"), e["reason"], e.get("message", ""))
+        for e in events
+        if e["reason"] in PULL_EVENT_REASONS and "image" in e.get("message", "").lower()
+    ]
     assert not pulls, pulls
     present = [e for e in events if e["reason"] == "Pulled"]
     # The kubelet did look up images, and found each one already present.

@@ -41,9 +41,21 @@ CUDA_ONLY = {"sam_inference_gpu_memory_bytes"}
 
 def write_rules(directory: Path) -> Path:
     """The chart's PrometheusRule spec (release "rel") as a plain rules file."""
-    out = subprocess.run([str(k8s_bin_dir() / "helm"), "template", "rel", str(CHART), "--set",
-                          "metrics.prometheusRule.enabled=true", "--show-only", "templates/prometheusrule.yaml"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [
+            str(k8s_bin_dir() / "helm"),
+            "template",
+            "rel",
+            str(CHART),
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--show-only",
+            "templates/prometheusrule.yaml",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     path = directory / "rules.yaml"
     path.write_text(yaml.safe_dump(yaml.safe_load(out)["spec"]))
     return path
@@ -73,8 +85,13 @@ def panel_queries() -> list[tuple[str, str, str]]:
     for path in sorted((CHART / "dashboards").glob("*.json")):
         for panel in json.loads(path.read_text())["panels"]:
             for target in panel["targets"]:
-                expr = (target["expr"].replace("$__rate_interval", RATE_INTERVAL)
-                        .replace("$namespace", ".*").replace("$service", ".*").replace("$function", ".*"))
+                expr = (
+                    target["expr"]
+                    .replace("$__rate_interval", RATE_INTERVAL)
+                    .replace("$namespace", ".*")
+                    .replace("$service", ".*")
+                    .replace("$function", ".*")
+                )
                 out.append((path.stem, panel["title"], expr))
     return out
 
@@ -89,8 +106,12 @@ def promtool_check_metrics(promtool: str, url: str) -> None:
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "sam_vit_tiny.pth"
-    subprocess.run([str(VENV_BIN / "sam-inference"), "make-tiny", "--output", str(path)], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [str(VENV_BIN / "sam-inference"), "make-tiny", "--output", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return path
 
 
@@ -103,8 +124,8 @@ def processes(tmp_path: Path) -> Iterator[list[ManagedProcess]]:
 
 
 def test_every_dashboard_panel_has_data_in_a_real_prometheus(
-        cluster: Cluster, namespace: str, tmp_path: Path, tiny_checkpoint: Path,
-        processes: list[ManagedProcess]) -> None:
+    cluster: Cluster, namespace: str, tmp_path: Path, tiny_checkpoint: Path, processes: list[ManagedProcess]
+) -> None:
     prometheus_bin, promtool = tools()
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds" / "sammodels.yaml"))
     cluster.kubectl("wait", "--for=condition=Established", "crd/sammodels.samoperator.io", "--timeout=60s")
@@ -115,18 +136,35 @@ def test_every_dashboard_panel_has_data_in_a_real_prometheus(
         assert operator.proc is not None
         processes.append(operator.proc)
         encoder_port = free_port()
-        encoder = ManagedProcess("encoder", [str(VENV_BIN / "sam-inference"), "serve"], {
-            "SAM_INFERENCE_HOST": "127.0.0.1", "SAM_INFERENCE_PORT": str(encoder_port),
-            "SAM_INFERENCE_MODEL_VARIANT": "vit_tiny", "SAM_INFERENCE_CHECKPOINT_PATH": str(tiny_checkpoint),
-            "SAM_INFERENCE_DEVICE": "cpu", "SAM_INFERENCE_MAX_QUEUE": "2", "SAM_INFERENCE_MAX_BATCH_SIZE": "2",
-        }, tmp_path).start()
+        encoder = ManagedProcess(
+            "encoder",
+            [str(VENV_BIN / "sam-inference"), "serve"],
+            {
+                "SAM_INFERENCE_HOST": "127.0.0.1",
+                "SAM_INFERENCE_PORT": str(encoder_port),
+                "SAM_INFERENCE_MODEL_VARIANT": "vit_tiny",
+                "SAM_INFERENCE_CHECKPOINT_PATH": str(tiny_checkpoint),
+                "SAM_INFERENCE_DEVICE": "cpu",
+                "SAM_INFERENCE_MAX_QUEUE": "2",
+                "SAM_INFERENCE_MAX_BATCH_SIZE": "2",
+            },
+            tmp_path,
+        ).start()
         processes.append(encoder)
         gateway_port = free_port()
-        gateway = ManagedProcess("gateway", [str(VENV_BIN / "sam-gateway")], {
-            "KUBECONFIG": str(cluster.kubeconfig), "SAM_GATEWAY_HOST": "127.0.0.1",
-            "SAM_GATEWAY_PORT": str(gateway_port), "SAM_GATEWAY_DIRECT_ENABLED": "false",
-            "SAM_GATEWAY_NAMESPACES": namespace, "SAM_GATEWAY_POD_ADDRESS_ANNOTATION": ANNOTATION,
-        }, tmp_path).start()
+        gateway = ManagedProcess(
+            "gateway",
+            [str(VENV_BIN / "sam-gateway")],
+            {
+                "KUBECONFIG": str(cluster.kubeconfig),
+                "SAM_GATEWAY_HOST": "127.0.0.1",
+                "SAM_GATEWAY_PORT": str(gateway_port),
+                "SAM_GATEWAY_DIRECT_ENABLED": "false",
+                "SAM_GATEWAY_NAMESPACES": namespace,
+                "SAM_GATEWAY_POD_ADDRESS_ANNOTATION": ANNOTATION,
+            },
+            tmp_path,
+        ).start()
         processes.append(gateway)
         gateway.wait_http(f"http://127.0.0.1:{gateway_port}/readyz", timeout=60)
         encoder.wait_http(f"http://127.0.0.1:{encoder_port}/readyz", timeout=240)
@@ -141,23 +179,49 @@ def test_every_dashboard_panel_has_data_in_a_real_prometheus(
             "rule_files": [str(rules)],
             "scrape_configs": [
                 # job names as prometheus-operator derives them from the chart's Services (release "rel")
-                {"job_name": "rel-sam-operator-metrics",
-                 "static_configs": [{"targets": [f"127.0.0.1:{operator.metrics_port}"],
-                                     "labels": {"namespace": namespace, "pod": "rel-sam-operator-0"}}]},
-                {"job_name": "rel-sam-operator-gateway",
-                 "static_configs": [{"targets": [f"127.0.0.1:{gateway_port}"],
-                                     "labels": {"namespace": namespace, "pod": "rel-sam-operator-gateway-0"}}]},
-                {"job_name": service,
-                 "static_configs": [{"targets": [f"127.0.0.1:{encoder_port}"],
-                                     "labels": {"namespace": namespace, "service": service, "pod": "live"}}]},
+                {
+                    "job_name": "rel-sam-operator-metrics",
+                    "static_configs": [
+                        {
+                            "targets": [f"127.0.0.1:{operator.metrics_port}"],
+                            "labels": {"namespace": namespace, "pod": "rel-sam-operator-0"},
+                        }
+                    ],
+                },
+                {
+                    "job_name": "rel-sam-operator-gateway",
+                    "static_configs": [
+                        {
+                            "targets": [f"127.0.0.1:{gateway_port}"],
+                            "labels": {"namespace": namespace, "pod": "rel-sam-operator-gateway-0"},
+                        }
+                    ],
+                },
+                {
+                    "job_name": service,
+                    "static_configs": [
+                        {
+                            "targets": [f"127.0.0.1:{encoder_port}"],
+                            "labels": {"namespace": namespace, "service": service, "pod": "live"},
+                        }
+                    ],
+                },
             ],
         }
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-        prometheus = ManagedProcess("prometheus", [
-            prometheus_bin, f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}",
-            "--storage.tsdb.retention.time=1h", "--log.level=warn",
-        ], {}, tmp_path).start()
+        prometheus = ManagedProcess(
+            "prometheus",
+            [
+                prometheus_bin,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+                "--storage.tsdb.retention.time=1h",
+                "--log.level=warn",
+            ],
+            {},
+            tmp_path,
+        ).start()
         processes.append(prometheus)
         prom = f"http://127.0.0.1:{prom_port}"
         prometheus.wait_http(f"{prom}/-/ready", timeout=60)
@@ -214,8 +278,11 @@ def test_every_dashboard_panel_has_data_in_a_real_prometheus(
             groups = json.loads(http_get(f"{prom}/api/v1/rules")[1])["data"]["groups"]
             return {r["name"]: r["health"] for g in groups for r in g["rules"]}
 
-        wait_for(lambda: len(rule_health()) >= 10 and set(rule_health().values()) == {"ok"}, 10,
-                 what="every alert rule evaluated without error")
+        wait_for(
+            lambda: len(rule_health()) >= 10 and set(rule_health().values()) == {"ok"},
+            10,
+            what="every alert rule evaluated without error",
+        )
 
         # ---- promtool accepts each component's exposition
         promtool_check_metrics(promtool, f"http://127.0.0.1:{operator.metrics_port}/metrics")

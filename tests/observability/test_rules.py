@@ -27,8 +27,16 @@ def rendered_rules(**sets: str) -> dict[str, Any]:
     helm = k8s_bin_dir() / "helm"
     if not helm.exists():
         missing_tool("helm not built (hack/build-tools.sh)")
-    args = [str(helm), "template", "rel", str(CHART), "--set", "metrics.prometheusRule.enabled=true",
-            "--show-only", "templates/prometheusrule.yaml"]
+    args = [
+        str(helm),
+        "template",
+        "rel",
+        str(CHART),
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--show-only",
+        "templates/prometheusrule.yaml",
+    ]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
@@ -51,8 +59,9 @@ def test_promtool_check_rules_accepts_the_rendered_alerts(tmp_path: Path) -> Non
 def test_promtool_unit_tests_of_every_alert_pass(tmp_path: Path) -> None:
     write_rules(tmp_path)
     shutil.copy(HERE / "rules-test.yaml", tmp_path / "rules-test.yaml")
-    proc = subprocess.run([promtool(), "test", "rules", "rules-test.yaml"], cwd=tmp_path, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [promtool(), "test", "rules", "rules-test.yaml"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -61,11 +70,21 @@ def test_every_alert_has_a_firing_unit_test() -> None:
     tests = yaml.safe_load((HERE / "rules-test.yaml").read_text())["tests"]
     fired = {a["alertname"] for t in tests for a in t["alert_rule_test"] if a["exp_alerts"]}
     assert alerts - fired == set()
-    assert {"SamModelNoReadyReplicas", "SamLatencyP95High", "SamCacheHitRatioCollapsed", "SamEncoderOverloaded",
-            "SamEncoderErrors", "SamGatewayErrors", "SamOperatorReconcileErrors"} <= alerts
+    assert {
+        "SamModelNoReadyReplicas",
+        "SamLatencyP95High",
+        "SamCacheHitRatioCollapsed",
+        "SamEncoderOverloaded",
+        "SamEncoderErrors",
+        "SamGatewayErrors",
+        "SamOperatorReconcileErrors",
+    } <= alerts
 
 
 def test_thresholds_come_from_values() -> None:
-    rules = {r["alert"]: r for g in rendered_rules(**{"metrics.prometheusRule.latencyP95Seconds": "3"})["groups"]
-             for r in g["rules"]}
+    rules = {
+        r["alert"]: r
+        for g in rendered_rules(**{"metrics.prometheusRule.latencyP95Seconds": "3"})["groups"]
+        for r in g["rules"]
+    }
     assert rules["SamLatencyP95High"]["expr"].endswith("> 3")

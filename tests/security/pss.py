@@ -6,12 +6,28 @@ from __future__ import annotations
 
 from typing import Any
 
-ALLOWED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                        "projected", "secret"}
-SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
-                "net.ipv4.tcp_keepalive_probes"}
+ALLOWED_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
 
 
 def all_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
@@ -51,8 +67,10 @@ def restricted_violations(pod: dict[str, Any], *, read_only_root: bool = True) -
             problems.append(f"{name}: capabilities.drop lacks ALL")
         if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
             problems.append(f"{name}: capabilities.add {caps['add']}")
-        if not (ctx.get("runAsNonRoot") is True or (pod_ctx.get("runAsNonRoot") is True
-                                                    and ctx.get("runAsNonRoot") is not False)):
+        if not (
+            ctx.get("runAsNonRoot") is True
+            or (pod_ctx.get("runAsNonRoot") is True and ctx.get("runAsNonRoot") is not False)
+        ):
             problems.append(f"{name}: runAsNonRoot not true")
         if ctx.get("runAsUser") == 0:
             problems.append(f"{name}: runAsUser 0")

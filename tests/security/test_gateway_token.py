@@ -24,8 +24,9 @@ API_CALLS = [
 ]
 
 
-async def _gateway(aiohttp_client: Any, aiohttp_server: Callable[..., Awaitable[TestServer]], token: str | None
-                   ) -> tuple[TestClient[Any, Any], list[dict[str, str]]]:
+async def _gateway(
+    aiohttp_client: Any, aiohttp_server: Callable[..., Awaitable[TestServer]], token: str | None
+) -> tuple[TestClient[Any, Any], list[dict[str, str]]]:
     seen: list[dict[str, str]] = []
 
     async def upstream(request: web.Request) -> web.Response:
@@ -49,8 +50,9 @@ def _headers(auth: str | None) -> dict[str, str]:
     return headers
 
 
-@pytest.mark.parametrize("auth", [None, "", f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN}0", TOKEN, f"Basic {TOKEN}",
-                                  f"bearer {TOKEN}", "Bearer"])
+@pytest.mark.parametrize(
+    "auth", [None, "", f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN}0", TOKEN, f"Basic {TOKEN}", f"bearer {TOKEN}", "Bearer"]
+)
 async def test_api_requires_the_token(aiohttp_client: Any, aiohttp_server: Any, auth: str | None) -> None:
     client, seen = await _gateway(aiohttp_client, aiohttp_server, TOKEN)
     for method, path in API_CALLS:

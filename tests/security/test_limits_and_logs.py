@@ -32,8 +32,9 @@ ANNOTATION = "samoperator.io/test-address"
 def _encoder_settings(tmp_path: Path, **overrides: Any) -> InferenceSettings:
     checkpoint = tmp_path / "c.pth"
     checkpoint.write_bytes(b"x")
-    return InferenceSettings(checkpoint_path=checkpoint, model_variant="vit_tiny", device="cpu", model_id="t",
-                             batch_wait_ms=0, **overrides)
+    return InferenceSettings(
+        checkpoint_path=checkpoint, model_variant="vit_tiny", device="cpu", model_id="t", batch_wait_ms=0, **overrides
+    )
 
 
 # ------------------------------------------------------------------ limits on by default
@@ -116,15 +117,17 @@ async def test_encoder_logs_no_image_data_or_credentials(
     resp = await client.post("/", data=b'{"image": "' + image.encode() + b'", ', headers=headers)  # invalid JSON
     assert resp.status == 400
     fake.fail_with = RuntimeError("boom in the model")  # the 500 path logs a traceback
-    resp = await client.post("/", json={"image": base64.b64encode(image_bytes(41, 30, seed=8)).decode()},
-                             headers=headers)
+    resp = await client.post(
+        "/", json={"image": base64.b64encode(image_bytes(41, 30, seed=8)).decode()}, headers=headers
+    )
     assert resp.status == 500
     assert any(r.levelno >= logging.ERROR for r in caplog.records), "the failure itself is logged"
     assert _leaks(caplog, [image, image[:200], image[-200:], garbage[:100], TOKEN]) == []
 
 
-async def test_gateway_logs_no_image_data_or_token(aiohttp_client: Any, aiohttp_server: Any,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+async def test_gateway_logs_no_image_data_or_token(
+    aiohttp_client: Any, aiohttp_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
 
     async def upstream(request: web.Request) -> web.Response:
@@ -138,17 +141,30 @@ async def test_gateway_logs_no_image_data_or_token(aiohttp_client: Any, aiohttp_
     catalog.upsert_model(sammodel())
     catalog.upsert_model(sammodel(name="dead", function_name="dead-fn", http_port=32769))
     catalog.upsert_pod(pod("enc-0", annotations={ANNOTATION: f"127.0.0.1:{server.port}"}))
-    catalog.upsert_pod(pod("enc-d", instance="dead", ip="10.0.0.9",
-                           annotations={ANNOTATION: f"127.0.0.1:{free_port()}"}))
-    settings = GatewaySettings(host="127.0.0.1", direct_enabled=False, pod_address_annotation=ANNOTATION,
-                               token=TOKEN, log_level="DEBUG", connect_timeout_s=1, upstream_timeout_s=5)
+    catalog.upsert_pod(
+        pod("enc-d", instance="dead", ip="10.0.0.9", annotations={ANNOTATION: f"127.0.0.1:{free_port()}"})
+    )
+    settings = GatewaySettings(
+        host="127.0.0.1",
+        direct_enabled=False,
+        pod_address_annotation=ANNOTATION,
+        token=TOKEN,
+        log_level="DEBUG",
+        connect_timeout_s=1,
+        upstream_timeout_s=5,
+    )
     client = await aiohttp_client(create_gateway(settings, catalog))
     image = base64.b64encode(image_bytes(40, 30, seed=9)).decode()
     body = json.dumps({"image": image}).encode()
-    for function, auth, expected in ((SAM_FUNCTION, f"Bearer {TOKEN}", 400), ("dead-fn", f"Bearer {TOKEN}", 503),
-                                     (SAM_FUNCTION, f"Bearer {TOKEN}x", 401), ("nope", f"Bearer {TOKEN}", 404)):
-        resp = await client.post("/api/function_invocations", data=body,
-                                 headers={"x-nuclio-function-name": function, "Authorization": auth})
+    for function, auth, expected in (
+        (SAM_FUNCTION, f"Bearer {TOKEN}", 400),
+        ("dead-fn", f"Bearer {TOKEN}", 503),
+        (SAM_FUNCTION, f"Bearer {TOKEN}x", 401),
+        ("nope", f"Bearer {TOKEN}", 404),
+    ):
+        resp = await client.post(
+            "/api/function_invocations", data=body, headers={"x-nuclio-function-name": function, "Authorization": auth}
+        )
         assert resp.status == expected, (function, resp.status)
     assert any("replica" in r.getMessage().lower() for r in caplog.records), "the dead replica is logged"
     assert _leaks(caplog, [image, image[:200], TOKEN]) == []

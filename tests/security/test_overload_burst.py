@@ -29,8 +29,15 @@ async def test_burst_gets_only_200_or_429(aiohttp_client: Any, aiohttp_server: A
     checkpoint.write_bytes(b"x")
     fake = FakePredictor()
     encoder_app = create_app(
-        InferenceSettings(checkpoint_path=checkpoint, model_variant="vit_tiny", device="cpu", model_id="burst",
-                          batch_wait_ms=0, max_queue=MAX_QUEUE, max_batch_size=MAX_BATCH),
+        InferenceSettings(
+            checkpoint_path=checkpoint,
+            model_variant="vit_tiny",
+            device="cpu",
+            model_id="burst",
+            batch_wait_ms=0,
+            max_queue=MAX_QUEUE,
+            max_batch_size=MAX_BATCH,
+        ),
         predictor=fake,
     )
     encoder = await aiohttp_server(encoder_app, host="127.0.0.1")
@@ -38,8 +45,11 @@ async def test_burst_gets_only_200_or_429(aiohttp_client: Any, aiohttp_server: A
     catalog = Catalog(pod_address_annotation=ANNOTATION)
     catalog.upsert_model(sammodel())
     catalog.upsert_pod(pod("enc-0", annotations={ANNOTATION: f"127.0.0.1:{encoder.port}"}))
-    gateway = await aiohttp_client(create_gateway(
-        GatewaySettings(host="127.0.0.1", direct_enabled=False, pod_address_annotation=ANNOTATION), catalog))
+    gateway = await aiohttp_client(
+        create_gateway(
+            GatewaySettings(host="127.0.0.1", direct_enabled=False, pod_address_annotation=ANNOTATION), catalog
+        )
+    )
 
     fake.hold()
     headers = {"x-nuclio-function-name": SAM_FUNCTION, "x-nuclio-path": "/", "Content-Type": "application/json"}

@@ -80,8 +80,10 @@ def test_checker_catches_each_violation(breakage: Any, expected: str) -> None:
 def test_networkpolicy_only_when_enabled() -> None:
     body = yaml.safe_load((REPO / "crds" / "samples" / "sammodel-minimal.yaml").read_text())
     assert "NetworkPolicy" not in _children(body)
-    body["spec"]["networkPolicy"] = {"enabled": True,
-                                     "additionalFrom": [{"namespaceSelector": {"matchLabels": {"team": "cvat"}}}]}
+    body["spec"]["networkPolicy"] = {
+        "enabled": True,
+        "additionalFrom": [{"namespaceSelector": {"matchLabels": {"team": "cvat"}}}],
+    }
     children = _children(body)
     policy = children["NetworkPolicy"]
     deployment = children["Deployment"]
@@ -93,5 +95,7 @@ def test_networkpolicy_only_when_enabled() -> None:
     assert gateway == {"namespaceSelector": {}, "podSelector": {"matchLabels": dict(SETTINGS.gateway_pod_labels)}}
     assert extra == {"namespaceSelector": {"matchLabels": {"team": "cvat"}}}
     # Never an allow-all peer: every peer names pods or namespaces by label.
-    assert all(peer.get("podSelector", {}).get("matchLabels") or peer.get("namespaceSelector", {}).get("matchLabels")
-               for peer in rule["from"])
+    assert all(
+        peer.get("podSelector", {}).get("matchLabels") or peer.get("namespaceSelector", {}).get("matchLabels")
+        for peer in rule["from"]
+    )

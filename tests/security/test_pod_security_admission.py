@@ -35,8 +35,12 @@ def _deployment(sample: Path, namespace: str) -> dict[str, Any]:
 
 def _pod_from_template(deployment: dict[str, Any], name: str) -> dict[str, Any]:
     template = copy.deepcopy(deployment["spec"]["template"])
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {**template["metadata"], "name": name},
-            "spec": template["spec"]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**template["metadata"], "name": name},
+        "spec": template["spec"],
+    }
 
 
 def _rejection(cluster: Cluster, namespace: str, pod: dict[str, Any]) -> str:
@@ -80,8 +84,12 @@ def test_replicaset_controller_creates_encoder_pods(cluster: Cluster, namespace:
 
 
 def test_negative_control_privileged_pod_is_rejected(cluster: Cluster, namespace: str) -> None:
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "privileged"},
-           "spec": {"containers": [{"name": "c", "image": "busybox", "securityContext": {"privileged": True}}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "privileged"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "securityContext": {"privileged": True}}]},
+    }
     body = _rejection(cluster, namespace, pod)
     assert "violates PodSecurity" in body and "restricted" in body
 

@@ -24,7 +24,8 @@ def build_networkpolicy(model: SamModel, settings: OperatorSettings) -> dict[str
         return None
     namespaces: dict[str, Any] = (
         {"matchLabels": {"kubernetes.io/metadata.name": settings.gateway_namespace}}
-        if settings.gateway_namespace else {}
+        if settings.gateway_namespace
+        else {}
     )
     peers: list[dict[str, Any]] = [
         {"namespaceSelector": namespaces, "podSelector": {"matchLabels": dict(settings.gateway_pod_labels)}}

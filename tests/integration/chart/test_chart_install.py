@@ -29,8 +29,12 @@ CHART = REPO / "charts" / "sam-operator"
 def helm(cluster: Cluster, *args: str, check: bool = True, timeout: float = 180) -> str:
     import subprocess
 
-    proc = subprocess.run([cluster.helm_path, "--kubeconfig", str(cluster.kubeconfig), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [cluster.helm_path, "--kubeconfig", str(cluster.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout + proc.stderr
@@ -45,10 +49,15 @@ def can_i(cluster: Cluster, sa: str, verb: str, resource: str, *args: str) -> bo
 
 
 def access_review(cluster: Cluster, user: str, verb: str, group: str, resource: str, namespace: str) -> bool:
-    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-              "spec": {"user": user, "groups": ["system:serviceaccounts", "system:authenticated"],
-                       "resourceAttributes": {"verb": verb, "group": group, "resource": resource,
-                                              "namespace": namespace}}}
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": user,
+            "groups": ["system:serviceaccounts", "system:authenticated"],
+            "resourceAttributes": {"verb": verb, "group": group, "resource": resource, "namespace": namespace},
+        },
+    }
     out = cluster.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(review)).stdout
     return bool(json.loads(out)["status"].get("allowed"))
 
@@ -62,7 +71,8 @@ def token_kubeconfig(cluster: Cluster, namespace: str, service_account: str, pat
     if ca and not Path(ca).is_absolute():
         cluster_entry["certificate-authority"] = str((cluster.kubeconfig.parent / ca).resolve())
     config = {
-        "apiVersion": "v1", "kind": "Config",
+        "apiVersion": "v1",
+        "kind": "Config",
         "clusters": [{"name": "c", "cluster": cluster_entry}],
         "users": [{"name": service_account, "user": {"token": token}}],
         "contexts": [{"name": "sa", "context": {"cluster": "c", "user": service_account}}],
@@ -85,26 +95,38 @@ def command_of(cluster: Cluster, namespace: str, name: str) -> list[str]:
     return command
 
 
-def local_operator(cluster: Cluster, namespace: str, release: str, kubeconfig: Path, log_dir: Path
-                   ) -> tuple[ManagedProcess, int, int]:
+def local_operator(
+    cluster: Cluster, namespace: str, release: str, kubeconfig: Path, log_dir: Path
+) -> tuple[ManagedProcess, int, int]:
     env = deployment_env(cluster, namespace, f"{release}-sam-operator")
     metrics, health = free_port(), free_port()
-    env.update({  # only the listen addresses differ from the pod: loopback + free ports
-        "SAM_OPERATOR_METRICS_HOST": "127.0.0.1", "SAM_OPERATOR_METRICS_PORT": str(metrics),
-        "SAM_OPERATOR_HEALTH_HOST": "127.0.0.1", "SAM_OPERATOR_HEALTH_PORT": str(health),
-        "KUBECONFIG": str(kubeconfig),
-    })
+    env.update(
+        {  # only the listen addresses differ from the pod: loopback + free ports
+            "SAM_OPERATOR_METRICS_HOST": "127.0.0.1",
+            "SAM_OPERATOR_METRICS_PORT": str(metrics),
+            "SAM_OPERATOR_HEALTH_HOST": "127.0.0.1",
+            "SAM_OPERATOR_HEALTH_PORT": str(health),
+            "KUBECONFIG": str(kubeconfig),
+        }
+    )
     (entry,) = command_of(cluster, namespace, f"{release}-sam-operator")
     proc = ManagedProcess(f"operator-{release}", [str(VENV_BIN / entry)], env, log_dir)
     return proc, metrics, health
 
 
-def local_gateway(cluster: Cluster, namespace: str, release: str, kubeconfig: Path, log_dir: Path
-                  ) -> tuple[ManagedProcess, int]:
+def local_gateway(
+    cluster: Cluster, namespace: str, release: str, kubeconfig: Path, log_dir: Path
+) -> tuple[ManagedProcess, int]:
     env = deployment_env(cluster, namespace, f"{release}-sam-operator-gateway")
     port = free_port()
-    env.update({"SAM_GATEWAY_HOST": "127.0.0.1", "SAM_GATEWAY_PORT": str(port),
-                "SAM_GATEWAY_KUBECONFIG": str(kubeconfig), "KUBECONFIG": str(kubeconfig)})
+    env.update(
+        {
+            "SAM_GATEWAY_HOST": "127.0.0.1",
+            "SAM_GATEWAY_PORT": str(port),
+            "SAM_GATEWAY_KUBECONFIG": str(kubeconfig),
+            "KUBECONFIG": str(kubeconfig),
+        }
+    )
     (entry,) = command_of(cluster, namespace, f"{release}-sam-operator-gateway")
     proc = ManagedProcess(f"gateway-{release}", [str(VENV_BIN / entry)], env, log_dir)
     return proc, port
@@ -130,7 +152,8 @@ def other_namespace(cluster: Cluster) -> Iterator[str]:
 
 
 def test_install_upgrade_test_uninstall_with_rbac_exercised_by_local_processes(
-        cluster: Cluster, namespace: str, other_namespace: str, release_name: str, tmp_path: Path) -> None:
+    cluster: Cluster, namespace: str, other_namespace: str, release_name: str, tmp_path: Path
+) -> None:
     rel, ns = release_name, namespace
     operator_sa = f"system:serviceaccount:{ns}:{rel}-sam-operator"
     gateway_sa = f"system:serviceaccount:{ns}:{rel}-sam-operator-gateway"
@@ -146,34 +169,61 @@ def test_install_upgrade_test_uninstall_with_rbac_exercised_by_local_processes(
         assert len(dashboards) == 3
 
         # ---- RBAC: what the operator needs, cluster-wide (another namespace than the release's).
-        for verb, resource in [("get", "sammodels.samoperator.io"), ("list", "sammodels.samoperator.io"),
-                               ("watch", "sammodels.samoperator.io"), ("patch", "sammodels.samoperator.io/status"),
-                               ("create", "deployments.apps"), ("patch", "deployments.apps"),
-                               ("delete", "deployments.apps"), ("watch", "deployments.apps"),
-                               ("list", "pods"), ("watch", "pods"), ("create", "services"), ("patch", "services"),
-                               ("create", "persistentvolumeclaims"), ("create", "poddisruptionbudgets.policy"),
-                               ("create", "horizontalpodautoscalers.autoscaling"),
-                               ("create", "networkpolicies.networking.k8s.io"),
-                               ("create", "events")]:
+        for verb, resource in [
+            ("get", "sammodels.samoperator.io"),
+            ("list", "sammodels.samoperator.io"),
+            ("watch", "sammodels.samoperator.io"),
+            ("patch", "sammodels.samoperator.io/status"),
+            ("create", "deployments.apps"),
+            ("patch", "deployments.apps"),
+            ("delete", "deployments.apps"),
+            ("watch", "deployments.apps"),
+            ("list", "pods"),
+            ("watch", "pods"),
+            ("create", "services"),
+            ("patch", "services"),
+            ("create", "persistentvolumeclaims"),
+            ("create", "poddisruptionbudgets.policy"),
+            ("create", "horizontalpodautoscalers.autoscaling"),
+            ("create", "networkpolicies.networking.k8s.io"),
+            ("create", "events"),
+        ]:
             assert can_i(cluster, operator_sa, verb, resource, "-n", other_namespace), (verb, resource)
         # kubectl auth can-i needs discovery to know a resource; ServiceMonitor's CRD is absent here, so ask the
         # authorizer directly (the operator writes them only where the API exists).
         for verb in ("get", "create", "patch", "delete"):
-            assert access_review(cluster, operator_sa, verb, "monitoring.coreos.com", "servicemonitors",
-                                 other_namespace), verb
+            assert access_review(
+                cluster, operator_sa, verb, "monitoring.coreos.com", "servicemonitors", other_namespace
+            ), verb
         # ... and what it must not do.
-        for args in [("get", "secrets"), ("list", "secrets", "-A"), ("list", "configmaps"),
-                     ("delete", "nodes"), ("create", "clusterroles"), ("bind", "clusterroles"),
-                     ("create", "sammodels.samoperator.io"), ("delete", "sammodels.samoperator.io"),
-                     ("patch", "sammodels.samoperator.io"), ("delete", "pods"), ("create", "pods"),
-                     ("create", "pods/exec"), ("impersonate", "serviceaccounts"),
-                     ("create", "customresourcedefinitions.apiextensions.k8s.io"),
-                     ("delete", "namespaces"), ("update", "deployments.apps")]:
+        for args in [
+            ("get", "secrets"),
+            ("list", "secrets", "-A"),
+            ("list", "configmaps"),
+            ("delete", "nodes"),
+            ("create", "clusterroles"),
+            ("bind", "clusterroles"),
+            ("create", "sammodels.samoperator.io"),
+            ("delete", "sammodels.samoperator.io"),
+            ("patch", "sammodels.samoperator.io"),
+            ("delete", "pods"),
+            ("create", "pods"),
+            ("create", "pods/exec"),
+            ("impersonate", "serviceaccounts"),
+            ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+            ("delete", "namespaces"),
+            ("update", "deployments.apps"),
+        ]:
             assert not can_i(cluster, operator_sa, *args, "-n", other_namespace), args
         for args in [("list", "sammodels.samoperator.io"), ("watch", "pods")]:
             assert can_i(cluster, gateway_sa, *args, "-n", other_namespace), args
-        for args in [("patch", "sammodels.samoperator.io/status"), ("get", "secrets"), ("create", "deployments.apps"),
-                     ("delete", "pods"), ("list", "services")]:
+        for args in [
+            ("patch", "sammodels.samoperator.io/status"),
+            ("get", "secrets"),
+            ("create", "deployments.apps"),
+            ("delete", "pods"),
+            ("list", "services"),
+        ]:
             assert not can_i(cluster, gateway_sa, *args, "-n", other_namespace), args
 
         # ---- The operator and gateway, with the rendered env, as the chart's ServiceAccounts.
@@ -209,8 +259,22 @@ def test_install_upgrade_test_uninstall_with_rbac_exercised_by_local_processes(
         assert "Succeeded" in out, out
 
         # ---- helm upgrade: new values roll out through the same objects.
-        helm(cluster, "upgrade", rel, str(CHART), "-n", ns, "--reuse-values", "--set", "operator.logLevel=DEBUG",
-             "--set", "gateway.replicaCount=2", "--wait", "--timeout", "120s")
+        helm(
+            cluster,
+            "upgrade",
+            rel,
+            str(CHART),
+            "-n",
+            ns,
+            "--reuse-values",
+            "--set",
+            "operator.logLevel=DEBUG",
+            "--set",
+            "gateway.replicaCount=2",
+            "--wait",
+            "--timeout",
+            "120s",
+        )
         assert deployment_env(cluster, ns, f"{rel}-sam-operator")["SAM_OPERATOR_LOG_LEVEL"] == "DEBUG"
         gateway_deployment = cluster.get_json("deployment", f"{rel}-sam-operator-gateway", "-n", ns)
         assert gateway_deployment["spec"]["replicas"] == 2
@@ -225,11 +289,25 @@ def test_install_upgrade_test_uninstall_with_rbac_exercised_by_local_processes(
 
 
 def test_namespaced_rbac_serves_only_the_listed_namespaces(
-        cluster: Cluster, namespace: str, other_namespace: str, release_name: str, tmp_path: Path) -> None:
+    cluster: Cluster, namespace: str, other_namespace: str, release_name: str, tmp_path: Path
+) -> None:
     rel, ns = release_name, namespace
     operator_sa = f"system:serviceaccount:{ns}:{rel}-sam-operator"
-    helm(cluster, "install", rel, str(CHART), "-n", ns, "--set", "rbac.scope=namespaced",
-         "--set", f"rbac.namespaces={{{other_namespace}}}", "--wait", "--timeout", "120s")
+    helm(
+        cluster,
+        "install",
+        rel,
+        str(CHART),
+        "-n",
+        ns,
+        "--set",
+        "rbac.scope=namespaced",
+        "--set",
+        f"rbac.namespaces={{{other_namespace}}}",
+        "--wait",
+        "--timeout",
+        "120s",
+    )
     try:
         assert cluster.kubectl("get", "clusterrole", f"{rel}-sam-operator", check=False).returncode != 0
         assert can_i(cluster, operator_sa, "create", "deployments.apps", "-n", other_namespace)

@@ -16,12 +16,25 @@ WIDGET_CRD = {
         "group": "test.samoperator.io",
         "scope": "Namespaced",
         "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-        "versions": [{
-            "name": "v1", "served": True, "storage": True,
-            "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {
-                "type": "object", "required": ["size"],
-                "properties": {"size": {"type": "integer", "minimum": 1}}}}}},
-        }],
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["size"],
+                                "properties": {"size": {"type": "integer", "minimum": 1}},
+                            }
+                        },
+                    }
+                },
+            }
+        ],
     },
 }
 
@@ -29,17 +42,30 @@ WIDGET_CRD = {
 def gpu_deployment(name: str, gpus: int) -> dict[str, object]:
     labels = {"app": name}
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
         "spec": {
-            "replicas": 1, "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
-                                    "seccompProfile": {"type": "RuntimeDefault"}},
-                "containers": [{
-                    "name": "main", "image": "example.invalid/cuda-app:1",
-                    "resources": {"limits": {"nvidia.com/gpu": gpus}},
-                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                }]}},
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 1000,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "example.invalid/cuda-app:1",
+                            "resources": {"limits": {"nvidia.com/gpu": gpus}},
+                            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                        }
+                    ],
+                },
+            },
         },
     }
 
@@ -55,10 +81,12 @@ def test_custom_resource_is_created_listed_and_read_back(cluster: Cluster, names
     cluster.apply(WIDGET_CRD)
     cluster.kubectl("wait", "--for=condition=Established", "crd/widgets.test.samoperator.io", "--timeout=30s")
     api = cluster.custom()
-    body = {"apiVersion": "test.samoperator.io/v1", "kind": "Widget", "metadata": {"name": "w1"},
-            "spec": {"size": 3}}
-    wait_for(lambda: api.create_namespaced_custom_object("test.samoperator.io", "v1", namespace, "widgets", body),
-             30, what="widget created")
+    body = {"apiVersion": "test.samoperator.io/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}}
+    wait_for(
+        lambda: api.create_namespaced_custom_object("test.samoperator.io", "v1", namespace, "widgets", body),
+        30,
+        what="widget created",
+    )
     listed = api.list_namespaced_custom_object("test.samoperator.io", "v1", namespace, "widgets")["items"]
     assert [w["metadata"]["name"] for w in listed] == ["w1"]
     got = api.get_namespaced_custom_object("test.samoperator.io", "v1", namespace, "widgets", "w1")
@@ -103,7 +131,8 @@ def test_deleting_an_owner_garbage_collects_its_dependents(cluster: Cluster, nam
     owner = core.create_namespaced_config_map(namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner")))
     ref = client.V1OwnerReference(api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)
     core.create_namespaced_config_map(
-        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="dependent", owner_references=[ref])))
+        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="dependent", owner_references=[ref]))
+    )
     core.delete_namespaced_config_map("owner", namespace)
 
     def dependent_gone() -> bool:

@@ -16,12 +16,11 @@ def sammodel_crd(cluster: Cluster) -> None:
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: Cluster, sammodel_crd: None, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[RunningOperator]:
+def operator(
+    cluster: Cluster, sammodel_crd: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningOperator]:
     op = RunningOperator(cluster, tmp_path_factory.mktemp("operator-logs")).start()
     try:
         yield op
     finally:
         op.stop()
-
-

@@ -24,7 +24,8 @@ def test_the_valid_base_is_accepted(cluster: Cluster, namespace: str, sammodel_c
 
 @pytest.mark.parametrize("case", INVALID_SPECS, ids=lambda c: c.id)
 def test_invalid_spec_is_rejected_with_a_message_naming_the_field(
-        cluster: Cluster, namespace: str, sammodel_crd: None, case: InvalidCase) -> None:
+    cluster: Cluster, namespace: str, sammodel_crd: None, case: InvalidCase
+) -> None:
     with pytest.raises(client.ApiException) as err:
         create(cluster, namespace, case.body)
     assert err.value.status == 422, err.value.body

@@ -52,8 +52,9 @@ class FakeKube:
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         self.calls["delete"] += 1
 
-    def patch_status(self, group: str, version: str, plural: str, namespace: str, name: str,
-                     status: dict[str, Any]) -> dict[str, Any]:
+    def patch_status(
+        self, group: str, version: str, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
         self.calls["patch_status"] += 1
         body = copy.deepcopy(self.objects[("SamModel", namespace, name)])
         body["status"] = {k: v for k, v in status.items() if v is not None}
@@ -64,8 +65,9 @@ class FakeKube:
     def may_watch(self, api_version: str, kind: str, namespace: str = "") -> bool:
         return True
 
-    def list_raw(self, api_version: str, kind: str, namespace: str = "",
-                 label_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    def list_raw(
+        self, api_version: str, kind: str, namespace: str = "", label_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
         self.calls["list_raw"] += 1
         items = [copy.deepcopy(o) for (k, _, _), o in self.objects.items() if k == kind]
         for item in items:  # like the API server: a list's items carry no apiVersion and kind
@@ -82,11 +84,22 @@ class FakeKube:
 
 def sammodel(name: str, port: int | None = None, generation: int = 1) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "apiVersion": "samoperator.io/v1alpha1", "kind": "SamModel",
-        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": generation,
-                     "resourceVersion": "1", "creationTimestamp": "2026-01-01T00:00:00Z"},
-        "spec": {"model": {"variant": "vit_b", "checkpoint": {"url": "https://x/b.pth", "sha256": "0" * 64}},
-                 "runtime": {"device": "cpu"}, "resources": {"gpus": 0}}}
+        "apiVersion": "samoperator.io/v1alpha1",
+        "kind": "SamModel",
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "generation": generation,
+            "resourceVersion": "1",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {
+            "model": {"variant": "vit_b", "checkpoint": {"url": "https://x/b.pth", "sha256": "0" * 64}},
+            "runtime": {"device": "cpu"},
+            "resources": {"gpus": 0},
+        },
+    }
     if port is not None:
         body["status"] = {"cvat": {"httpPort": port}}
     return body

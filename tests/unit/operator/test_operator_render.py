@@ -247,10 +247,15 @@ def test_network_policy_pins_the_gateway_peer_to_its_namespace_when_known() -> N
     from sam_operator.settings import OperatorSettings
 
     body = {
-        "apiVersion": "samoperator.io/v1alpha1", "kind": "SamModel",
+        "apiVersion": "samoperator.io/v1alpha1",
+        "kind": "SamModel",
         "metadata": {"name": "np", "namespace": "models", "uid": "u", "generation": 1},
-        "spec": {"model": {"variant": "vit_tiny", "checkpoint": {"url": "https://h/x.pth", "sha256": "a" * 64}},
-                 "runtime": {"device": "cpu"}, "resources": {"gpus": 0}, "networkPolicy": {"enabled": True}},
+        "spec": {
+            "model": {"variant": "vit_tiny", "checkpoint": {"url": "https://h/x.pth", "sha256": "a" * 64}},
+            "runtime": {"device": "cpu"},
+            "resources": {"gpus": 0},
+            "networkPolicy": {"enabled": True},
+        },
     }
     model = parse_sammodel(body)
     assert isinstance(model, SamModel)

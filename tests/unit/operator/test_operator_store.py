@@ -11,15 +11,31 @@ from sam_operator.store import Store, trim
 
 
 def obj(name: str, rv: str, ns: str = "ns", uid: str = "u", **extra: Any) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": ns, "uid": uid, "resourceVersion": rv,
-                         "managedFields": [{"manager": "x"}], **extra}, "spec": {"n": rv}}
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "uid": uid,
+            "resourceVersion": rv,
+            "managedFields": [{"manager": "x"}],
+            **extra,
+        },
+        "spec": {"n": rv},
+    }
 
 
 def pod(name: str, instance: str, rv: str = "1") -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": "ns", "uid": name, "resourceVersion": rv,
-                         "labels": {"app.kubernetes.io/instance": instance}},
-            "spec": {"nodeName": "n1", "containers": [{"name": "encoder", "image": "big"}]},
-            "status": {"phase": "Running"}}
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": name,
+            "resourceVersion": rv,
+            "labels": {"app.kubernetes.io/instance": instance},
+        },
+        "spec": {"nodeName": "n1", "containers": [{"name": "encoder", "image": "big"}]},
+        "status": {"phase": "Running"},
+    }
 
 
 def test_the_echo_of_an_own_write_and_older_copies_are_not_changes() -> None:

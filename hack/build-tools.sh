@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local Kubernetes test toolchain from Go modules into a cache outside git:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm (the kwok cluster), and for the
-# kind cluster with real containers: kubelet, kubeadm, kube-proxy, kind, CoreDNS, crictl, local-path-provisioner.
+# kind cluster with real containers: kubelet, kubeadm, kube-proxy, kind, CoreDNS, crictl, local-path-provisioner,
+# prometheus-adapter (the custom-metrics API the autoscaling test's HPA reads).
 # Idempotent: every binary that already exists is skipped. Safe to re-run after an interruption.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -87,6 +88,19 @@ build_go_tool() { # name module@version [extra ldflags]
   GOBIN=$SAM_K8S_BIN go install -ldflags "-s -w ${3:-}" "$2"
 }
 
+# prometheus-adapter is built inside its own module (its go.mod and go.sum pin every dependency): `go install
+# module@version` would also ask the proxy for the module's version list, which the proxy here refuses.
+PROMETHEUS_ADAPTER_VERSION=${PROMETHEUS_ADAPTER_VERSION:-v0.12.0}
+build_prometheus_adapter() {
+  log "prometheus-adapter $PROMETHEUS_ADAPTER_VERSION"
+  cd "$SRC"
+  local d=$SRC/prometheus-adapter-$PROMETHEUS_ADAPTER_VERSION dir
+  dir=$(go mod download -json "sigs.k8s.io/prometheus-adapter@$PROMETHEUS_ADAPTER_VERSION" | gomod_field Dir)
+  rm -rf "$d"; cp -r "$dir" "$d"; chmod -R u+w "$d"; cd "$d"
+  go build -ldflags "-s -w" -o "$SAM_K8S_BIN/prometheus-adapter.tmp" ./cmd/adapter
+  mv "$SAM_K8S_BIN/prometheus-adapter.tmp" "$SAM_K8S_BIN/prometheus-adapter"
+}
+
 # kubelet, kubeadm and kube-proxy go into the kind node image; kubeadm and kind read the version ldflags.
 K8S_CMDS="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kubeadm kube-proxy"
 start=$SECONDS
@@ -102,6 +116,7 @@ done
 [[ -x $SAM_K8S_BIN/crictl ]] || build_go_tool crictl "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
 [[ -x $SAM_K8S_BIN/local-path-provisioner ]] || \
   build_go_tool local-path-provisioner "github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION"
+[[ -x $SAM_K8S_BIN/prometheus-adapter ]] || build_prometheus_adapter
 log "tools ready in $SAM_K8S_BIN ($((SECONDS - start)) s)"
 "$SAM_K8S_BIN/kube-apiserver" --version
 "$SAM_K8S_BIN/etcd" --version | head -n 1

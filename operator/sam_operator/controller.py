@@ -45,6 +45,7 @@ WATCHED: tuple[tuple[str, str, str | None], ...] = (
     ("autoscaling/v2", "HorizontalPodAutoscaler", MANAGED_SELECTOR),
     ("networking.k8s.io/v1", "NetworkPolicy", MANAGED_SELECTOR),
     ("monitoring.coreos.com/v1", "ServiceMonitor", MANAGED_SELECTOR),
+    ("keda.sh/v1alpha1", "ScaledObject", MANAGED_SELECTOR),
 )
 _RETRY_MAX_S = 30.0
 

@@ -40,8 +40,12 @@ CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
 )
 SERVICE_MONITOR = ("monitoring.coreos.com/v1", "ServiceMonitor")
+SCALED_OBJECT = ("keda.sh/v1alpha1", "ScaledObject")
+#: Kinds served only where an add-on is installed: neither rendered nor pruned without their API.
+OPTIONAL_KINDS = (SERVICE_MONITOR, SCALED_OBJECT)
 
 
 @dataclass
@@ -136,8 +140,10 @@ class Reconciler:
             self._record_conditions(namespace, name, status)
             return ReconcileResult([], [], self._write_status(body, status))
 
-        has_service_monitor_api = self.kube.has_api(*SERVICE_MONITOR)
-        desired = build_children(parsed, self.settings, service_monitor_api=has_service_monitor_api)
+        served = self._served_optional_kinds(parsed)
+        desired = build_children(
+            parsed, self.settings, service_monitor_api=SERVICE_MONITOR in served, keda_api=SCALED_OBJECT in served
+        )
         owner = owner_reference(body)
         applied: list[str] = []
         for child in desired:
@@ -152,7 +158,7 @@ class Reconciler:
                 if live is None and child["kind"] == "Deployment" and self.continue_later is not None:
                     self.continue_later((namespace, name))
                     return ReconcileResult(applied, [], False)
-        deleted = self._prune(body, desired, has_service_monitor_api)
+        deleted = self._prune(body, desired, served)
         observed = self._observe(parsed)
         key = (namespace, name)
         with self.ports.lock:  # the port decision and the status derived from it are one step
@@ -167,19 +173,29 @@ class Reconciler:
         return ReconcileResult(applied, deleted, self._write_status(body, status))
 
     # ---- helpers -------------------------------------------------------------------------------------------
+    def _served_optional_kinds(self, model: resources.SamModel) -> set[tuple[str, str]]:
+        """The add-on kinds to render and prune. KEDA's API is asked about only when the model wants KEDA; a
+        watched kind is pruned from the store anyway (a model that moved from keda to hpa loses its ScaledObject).
+        """
+        served = {SERVICE_MONITOR} if self.kube.has_api(*SERVICE_MONITOR) else set()
+        wants_keda = model.spec.autoscaling.enabled and model.spec.autoscaling.provider == "keda"
+        if (wants_keda and self.kube.has_api(*SCALED_OBJECT)) or self.watched(SCALED_OBJECT[1]):
+            served.add(SCALED_OBJECT)
+        return served
+
     def _read(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The live object: from the store when its kind is watched, else a GET."""
         if self.watched(kind):
             return self.store.get(kind, namespace, name)
         return self.kube.get(api_version, kind, namespace, name)
 
-    def _prune(self, body: dict[str, Any], desired: list[dict[str, Any]], has_sm_api: bool) -> list[str]:
+    def _prune(self, body: dict[str, Any], desired: list[dict[str, Any]], served: set[tuple[str, str]]) -> list[str]:
         namespace, uid = body["metadata"]["namespace"], body["metadata"]["uid"]
         wanted = {(c["kind"], c["metadata"]["name"]) for c in desired}
         candidates = {naming.child_name(body["metadata"]["name"]), naming.pvc_name(body["metadata"]["name"])}
         deleted: list[str] = []
         for api_version, kind in CHILD_KINDS:
-            if (api_version, kind) == SERVICE_MONITOR and not has_sm_api:
+            if (api_version, kind) in OPTIONAL_KINDS and (api_version, kind) not in served:
                 continue
             for child_name in candidates:
                 if (kind, child_name) in wanted:

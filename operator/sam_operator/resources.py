@@ -183,8 +183,11 @@ class AutoscalingSpec(_Model):
     """``spec.autoscaling``."""
 
     enabled: bool = False
-    min_replicas: int = Field(default=1, ge=1, le=1000)
+    provider: Literal["hpa", "keda"] = "hpa"
+    #: 0: the gateway puts an idle model to sleep after ``quiet_period_seconds`` and wakes it on an invocation.
+    min_replicas: int = Field(default=1, ge=0, le=1000)
     max_replicas: int = Field(default=2, ge=1, le=1000)
+    quiet_period_seconds: int = Field(default=900, ge=10, le=604800)
     target_queue_depth: int | None = Field(default=None, ge=1, le=100000)
     target_latency_milliseconds: int | None = Field(default=None, ge=1, le=600000)
 
@@ -296,10 +299,10 @@ class SamModelSpec(_Model):
             raise ValueError(
                 "spec.runtime.precision int8 needs spec.runtime.device cpu (use auto, bfloat16 or float16 on cuda)"
             )
-        if self.autoscaling.enabled and self.replicas == 0:
+        if self.autoscaling.enabled and self.replicas == 0 and self.autoscaling.min_replicas != 0:
             raise ValueError(
-                "spec.replicas 0 would pause the HorizontalPodAutoscaler; set spec.autoscaling.enabled false "
-                "to scale to zero"
+                "spec.replicas 0 would pause the HorizontalPodAutoscaler; set spec.autoscaling.minReplicas 0 "
+                "(the gateway wakes the model) or spec.autoscaling.enabled false to scale to zero"
             )
         if self.cvat.function_name == STOCK_CVAT_FUNCTION_NAME and (
             self.model.variant != "vit_h" or self.cvat.mode != "embedding"
@@ -310,6 +313,11 @@ class SamModelSpec(_Model):
                 "spec.cvat.mode embedding"
             )
         return self
+
+    @property
+    def scales_to_zero(self) -> bool:
+        """Whether the gateway may put this model to sleep at 0 replicas (and must wake it)."""
+        return self.autoscaling.enabled and self.autoscaling.min_replicas == 0
 
     @property
     def effective_replicas(self) -> int:

@@ -78,6 +78,10 @@ class OperatorSettings(BaseSettings):
         default_factory=dict,
         description="Extra labels on rendered ServiceMonitors (e.g. release: kube-prometheus-stack).",
     )
+    keda_prometheus_address: str = Field(
+        default="http://prometheus-operated.monitoring.svc:9090",
+        description="Prometheus URL the rendered KEDA ScaledObjects query (provider keda).",
+    )
     gateway_pod_labels: dict[str, str] = Field(
         default_factory=lambda: {
             "app.kubernetes.io/part-of": "sam-operator",

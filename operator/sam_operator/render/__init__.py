@@ -1,7 +1,7 @@
 """Pure rendering of a SamModel's children: ``build_children(body, settings) -> list[manifest]``.
 
 Builders never mutate their input and never talk to the API; ``reconcile`` applies what they return (adding
-owner references with ``owner_reference``). Order: PVC, Deployment, Service, PDB, HPA, ServiceMonitor,
+owner references with ``owner_reference``). Order: PVC, Deployment, Service, PDB, HPA or ScaledObject, ServiceMonitor,
 NetworkPolicy. Golden-tested in ``tests/unit/operator/test_render.py``.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sam_operator.render.autoscaling import build_hpa
+from sam_operator.render.autoscaling import build_hpa, build_scaledobject
 from sam_operator.render.deployment import build_deployment
 from sam_operator.render.disruption import build_pdb
 from sam_operator.render.labels import labels, selector_labels, selector_string
@@ -28,6 +28,7 @@ __all__ = [
     "build_networkpolicy",
     "build_pdb",
     "build_pvc",
+    "build_scaledobject",
     "build_service",
     "build_servicemonitor",
     "labels",
@@ -56,6 +57,7 @@ def build_children(
     settings: OperatorSettings,
     *,
     service_monitor_api: bool = False,
+    keda_api: bool = False,
 ) -> list[dict[str, Any]]:
     """Every child object SamModel ``sammodel`` should have, without owner references.
 
@@ -73,6 +75,7 @@ def build_children(
         build_service(model),
         build_pdb(model),
         build_hpa(model),
+        build_scaledobject(model, settings.keda_prometheus_address, api_available=keda_api),
         build_servicemonitor(model, settings, api_available=service_monitor_api),
         build_networkpolicy(model, settings),
     ]

@@ -2,7 +2,7 @@
 
 The script starts, on 127.0.0.1:
 - the encoder: the real `sam-inference serve` (tiny random-weight SAM on the CPU by default) with a small queue;
-- the gateway: the real `sam_operator.gateway` app (this same file with `--serve-gateway`), whose catalog is
+- the gateway: the real `sam_gateway` app (this same file with `--serve-gateway`), whose catalog is
   filled statically with one Ready SamModel and one encoder pod annotated with the encoder's address (the
   `samoperator.io/test-address` mode the e2e harness uses), so it needs no Kubernetes API;
 then runs `--clients` concurrent clients for `--duration` seconds. Each client behaves like CVAT's server
@@ -56,11 +56,11 @@ def free_port() -> int:
 # ------------------------------------------------------------------ gateway child process
 def serve_gateway(port: int, encoder: str, token: str | None) -> None:
     """Run the real gateway app with a static catalog (one Ready SamModel, one encoder pod)."""
-    sys.path[:0] = [str(ROOT / "operator")]
+    sys.path[:0] = [str(ROOT / "gateway"), str(ROOT / "contract")]
     from aiohttp import web
-    from sam_operator.gateway.app import create_app
-    from sam_operator.gateway.catalog import Catalog
-    from sam_operator.gateway.settings import GatewaySettings
+    from sam_gateway.app import create_app
+    from sam_gateway.catalog import Catalog
+    from sam_gateway.settings import GatewaySettings
 
     settings = GatewaySettings(
         host="127.0.0.1", port=port, direct_enabled=False, pod_address_annotation=ANNOTATION, token=token

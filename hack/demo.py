@@ -208,7 +208,7 @@ class Demo:
     def checkpoint(self) -> tuple[str, str]:
         step(4, STEPS, "Serving a tiny SAM checkpoint on 127.0.0.1 (real checkpoints can't be downloaded here)")
         from harness.processes import free_port
-        from sam_inference.tiny import write_tiny_checkpoint
+        from sam_inference.torch_models.tiny import write_tiny_checkpoint
 
         folder = self.paths.out("checkpoints")
         folder.mkdir(exist_ok=True)

@@ -7,15 +7,15 @@ import logging
 
 import kopf
 from prometheus_client import start_http_server
+from sam_contract.logs import configure_logging
 
 from sam_operator import handlers  # noqa: F401  (registers the kopf handlers)
-from sam_operator.logging_setup import configure_logging
 from sam_operator.settings import OperatorSettings
 
 
 def main() -> None:
     settings = OperatorSettings()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(json_lines=settings.log_format == "json", level=settings.log_level)
     start_http_server(settings.metrics_port, addr=settings.metrics_host)
     logging.getLogger(__name__).info("Started metrics server", extra={"port": settings.metrics_port})
     asyncio.run(

@@ -21,6 +21,8 @@ import threading
 from collections.abc import Hashable, Mapping
 from typing import Any, cast
 
+from sam_contract.labels import MANAGED_BY_SELECTOR
+
 from sam_operator import resources
 from sam_operator.informer import Informer
 from sam_operator.kube import Kube
@@ -33,7 +35,7 @@ from sam_operator.workqueue import WorkQueue
 __all__ = ["WATCHED", "Controller", "spec_changed"]
 
 log = logging.getLogger(__name__)
-MANAGED_SELECTOR = "app.kubernetes.io/managed-by=sam-operator"
+MANAGED_SELECTOR = MANAGED_BY_SELECTOR
 #: (apiVersion, kind, label selector) of everything the operator watches.
 WATCHED: tuple[tuple[str, str, str | None], ...] = (
     (resources.API_VERSION, resources.KIND, None),

@@ -3,7 +3,7 @@
 Owns the one rule for child names (``sam-<name>``), the model-cache PVC name, label-safe values and derived CVAT
 function names. Every name is a DNS-1123 label (at most 63 characters, lowercase alphanumerics and ``-``); when
 the natural name does not fit, or had to be altered, it is truncated and a short hash of the original input is
-appended so that distinct inputs never collide. Called by ``render``, ``status``, ``cvat`` and the gateway.
+appended so that distinct inputs never collide. Called by ``render``, ``status``, ``cvat`` and ``reconcile``.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
+from sam_contract.labels import COMPONENT_LABEL, ENCODER_COMPONENT, INSTANCE_LABEL
 
 from sam_operator import conditions, metrics, naming, resources
 from sam_operator.drift import needs_apply
@@ -215,14 +216,10 @@ class Reconciler:
         if self.watched("Pod"):
             pods = self.store.pods(namespace, name)
         else:
-            selector = (
-                f"app.kubernetes.io/instance={naming.instance_label_value(name)},app.kubernetes.io/component=encoder"
-            )
+            selector = f"{INSTANCE_LABEL}={naming.instance_label_value(name)},{COMPONENT_LABEL}={ENCODER_COMPONENT}"
             pods = self.kube.list("v1", "Pod", namespace, label_selector=selector)
         pods = [
-            p
-            for p in pods
-            if ((p.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component") == "encoder"
+            p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL) == ENCODER_COMPONENT
         ]
         pvc = None
         if model.spec.cache.shared_volume.enabled:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+from sam_contract.api import API_VERSION, GROUP, KIND, PLURAL, SHORT_NAME, VERSION
 
 __all__ = [
     "API_VERSION",
@@ -34,12 +35,6 @@ __all__ = [
     "parse_sammodel",
 ]
 
-GROUP = "samoperator.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-PLURAL = "sammodels"
-KIND = "SamModel"
-SHORT_NAME = "sam"
 
 #: sha256 of https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth, the weights CVAT's stock
 #: SAM function and the decoder bundled in its browser plugin were built from.

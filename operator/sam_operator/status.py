@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sam_contract.cvat import CvatStatus
+
 from sam_operator import conditions as c
 from sam_operator.cvat import (
     allocate_http_port,
@@ -228,27 +230,24 @@ def _live_pods(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 def _cvat_status(
     model: SamModel, previous: Mapping[str, Any], settings: OperatorSettings, taken: Container[int]
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "enabled": model.spec.cvat.enabled,
-        "functionName": derive_function_name(model),
-        "displayName": derive_display_name(model),
-        "mode": model.spec.cvat.mode,
-        "description": derive_description(model),
-    }
+    port: int | None = None
     if model.spec.cvat.enabled:
         base, size = settings.direct_port_base, settings.direct_port_range_size
         kept = previous.get("httpPort")
         if isinstance(kept, int) and base <= kept < base + size and kept not in taken:
-            port: int | None = kept
+            port = kept
         else:
             port = allocate_http_port(f"{model.namespace}/{model.name}", taken, base, size)
-        if port is not None:
-            out["httpPort"] = port
-    out["annotations"] = build_annotations(model)
-    warnings = derive_warnings(model)
-    if warnings:
-        out["warnings"] = warnings
-    return out
+    return CvatStatus(
+        enabled=model.spec.cvat.enabled,
+        function_name=derive_function_name(model),
+        display_name=derive_display_name(model),
+        mode=model.spec.cvat.mode,
+        description=derive_description(model),
+        http_port=port,
+        annotations=build_annotations(model),
+        warnings=derive_warnings(model),
+    ).to_status()
 
 
 def derive_status(

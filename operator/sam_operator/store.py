@@ -13,11 +13,12 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sam_contract.labels import INSTANCE_LABEL
+
 from sam_operator.naming import instance_label_value
 
 __all__ = ["INSTANCE_LABEL", "Key", "Store", "newer", "trim"]
 
-INSTANCE_LABEL = "app.kubernetes.io/instance"
 Key = tuple[str, str]  # (namespace, name)
 _POD_METADATA = (
     "name",

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from harness import missing_tool
 from harness.cluster import REPO, k8s_bin_dir
-from sam_operator.gateway.settings import GatewaySettings
+from sam_gateway.settings import GatewaySettings
 from sam_operator.settings import OperatorSettings
 
 CHART = REPO / "charts" / "sam-operator"

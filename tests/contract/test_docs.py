@@ -138,7 +138,9 @@ def _requirement_names(requirements: list[str]) -> set[str]:
 
 
 def test_the_operator_image_keeps_every_dependency_the_operator_imports() -> None:
-    """operator/Dockerfile installs '.[operator]': the core dependencies plus that extra, never the ML stack."""
+    """operator/Dockerfile installs '.[operator]': the core dependencies plus that extra, never the ML stack.
+
+    The image runs the operator and the gateway, and both import the shared contract package."""
     import ast
     import sys
     import tomllib
@@ -150,13 +152,15 @@ def test_the_operator_image_keeps_every_dependency_the_operator_imports() -> Non
     assert not installed & ml_stack
     assert {"torch", "segment-anything"} <= ml_stack
     imports: set[str] = set()
-    for source in (ROOT / "operator" / "sam_operator").rglob("*.py"):
+    packages = {"sam_operator": "operator", "sam_gateway": "gateway", "sam_contract": "contract"}
+    sources = [source for package, folder in packages.items() for source in (ROOT / folder / package).rglob("*.py")]
+    for source in sources:
         for node in ast.walk(ast.parse(source.read_text())):
             if isinstance(node, ast.Import):
                 imports |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 imports.add(node.module.split(".")[0])
-    third_party = imports - set(sys.stdlib_module_names) - {"sam_operator"}
+    third_party = imports - set(sys.stdlib_module_names) - set(packages)
     # Import names that differ from their distribution's name, or come in with one (multidict: aiohttp's).
     provided = {
         "yaml": "pyyaml",

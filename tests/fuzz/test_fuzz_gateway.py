@@ -15,10 +15,10 @@ from fuzz._cases import count, fuzz_settings
 from fuzz._server import BackgroundLoop
 from hypothesis import given
 from hypothesis import strategies as st
-from sam_operator.gateway.app import create_app
-from sam_operator.gateway.catalog import Catalog
-from sam_operator.gateway.routing import image_digest
-from sam_operator.gateway.settings import GatewaySettings
+from sam_gateway.app import create_app
+from sam_gateway.catalog import Catalog
+from sam_gateway.routing import image_digest
+from sam_gateway.settings import GatewaySettings
 from unit.gateway.gateway_samples import SAM_FUNCTION, invocation_body, pod, sammodel
 
 ANNOTATION = "samoperator.io/test-address"

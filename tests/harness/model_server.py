@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from sam_inference.tiny import write_tiny_checkpoint
+from sam_inference.torch_models.tiny import write_tiny_checkpoint
 
 
 @dataclass

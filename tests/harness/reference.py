@@ -22,7 +22,7 @@ def assert_blob_decodes_to_the_pytorch_mask(
     checkpoint: Path,
     embedding_tolerance: float,
 ) -> None:
-    from sam_inference.model import load_sam
+    from sam_inference.torch_models.model import load_sam
     from segment_anything import SamPredictor
     from segment_anything.utils.onnx import SamOnnxModel
 

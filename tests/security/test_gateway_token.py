@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from sam_operator.gateway.app import create_app
-from sam_operator.gateway.catalog import Catalog
-from sam_operator.gateway.settings import GatewaySettings
+from sam_gateway.app import create_app
+from sam_gateway.catalog import Catalog
+from sam_gateway.settings import GatewaySettings
 from unit.gateway.gateway_samples import SAM_FUNCTION, invocation_body, pod, sammodel
 
 TOKEN = "gw-token-7f3a9c"

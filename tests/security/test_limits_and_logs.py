@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
+from sam_gateway.app import create_app as create_gateway
+from sam_gateway.catalog import Catalog
+from sam_gateway.settings import GatewaySettings
 from sam_inference.app import STATE, create_app
 from sam_inference.settings import InferenceSettings
-from sam_operator.gateway.app import create_app as create_gateway
-from sam_operator.gateway.catalog import Catalog
-from sam_operator.gateway.settings import GatewaySettings
 from sam_operator.render import build_children
 from sam_operator.resources import SamModel, parse_sammodel
 from sam_operator.settings import OperatorSettings

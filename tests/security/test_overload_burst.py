@@ -10,11 +10,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sam_gateway.app import create_app as create_gateway
+from sam_gateway.catalog import Catalog
+from sam_gateway.settings import GatewaySettings
 from sam_inference.app import STATE, create_app
 from sam_inference.settings import InferenceSettings
-from sam_operator.gateway.app import create_app as create_gateway
-from sam_operator.gateway.catalog import Catalog
-from sam_operator.gateway.settings import GatewaySettings
 from unit.gateway.gateway_samples import SAM_FUNCTION, invocation_body, pod, sammodel
 from unit.inference.sam_fakes import FakePredictor, image_bytes
 

@@ -6,14 +6,11 @@ The selector uses name + instance + component only, because a Deployment's selec
 
 from __future__ import annotations
 
+from sam_contract.labels import ENCODER_COMPONENT, ENCODER_NAME, MANAGED_BY, PART_OF
+
 from sam_operator.naming import instance_label_value
 
 __all__ = ["ENCODER_COMPONENT", "ENCODER_NAME", "labels", "selector_labels", "selector_string"]
-
-ENCODER_NAME = "sam-encoder"
-ENCODER_COMPONENT = "encoder"
-MANAGED_BY = "sam-operator"
-PART_OF = "sam-operator"
 
 
 def selector_labels(cr_name: str) -> dict[str, str]:

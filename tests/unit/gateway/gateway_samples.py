@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from sam_contract.cvat import CvatStatus
 
 SAM_ANNOTATIONS = {
     "name": "Segment Anything",
@@ -58,18 +59,19 @@ def sammodel(
             },
             {"type": "Progressing", "status": "False", "reason": "Done"},
         ],
-        "cvat": {
-            "enabled": enabled,
-            "functionName": function_name,
-            "mode": mode,
-            "description": "Interactive object segmentation with Segment-Anything (vit_h)",
-            "annotations": dict(SAM_ANNOTATIONS if annotations is None else annotations),
-        },
+        # The shared type the operator's status writer uses (tests/unit/gateway/test_gateway_status_contract.py
+        # feeds the operator's own derive_status output to the catalog).
+        "cvat": CvatStatus(
+            enabled=enabled,
+            function_name=function_name,
+            mode=mode,
+            description="Interactive object segmentation with Segment-Anything (vit_h)",
+            http_port=http_port,
+            annotations=dict(SAM_ANNOTATIONS if annotations is None else annotations),
+        ).to_status(),
     }
     if selector is not None:
         status["selector"] = selector
-    if http_port is not None:
-        status["cvat"]["httpPort"] = http_port
     return {
         "apiVersion": "samoperator.io/v1alpha1",
         "kind": "SamModel",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sam_operator.gateway.catalog import Catalog, parse_selector
+from sam_gateway.catalog import Catalog, parse_selector
 from unit.gateway.gateway_samples import SAM_FUNCTION, pod, sammodel
 
 

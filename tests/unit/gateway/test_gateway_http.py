@@ -16,11 +16,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from sam_operator.gateway.app import create_app, notify_changed
-from sam_operator.gateway.catalog import Catalog
-from sam_operator.gateway.routing import image_digest, rank_replicas
-from sam_operator.gateway.settings import GatewaySettings
-from sam_operator.gateway.state import DIRECT
+from sam_gateway.app import create_app, notify_changed
+from sam_gateway.catalog import Catalog
+from sam_gateway.routing import image_digest, rank_replicas
+from sam_gateway.settings import GatewaySettings
+from sam_gateway.state import DIRECT
 from unit.gateway.gateway_samples import (
     SAM_ANNOTATIONS,
     SAM_FUNCTION,

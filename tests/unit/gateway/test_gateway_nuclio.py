@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sam_operator.gateway.catalog import derive_function
-from sam_operator.gateway.nuclio import build_annotations, build_function, build_function_map
+from sam_gateway.catalog import derive_function
+from sam_gateway.nuclio import build_annotations, build_function, build_function_map
 from unit.gateway.gateway_samples import SAM_ANNOTATIONS, SAM_FUNCTION, sammodel
 
 

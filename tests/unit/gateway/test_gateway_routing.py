@@ -7,7 +7,7 @@ import hashlib
 import json
 from collections import Counter
 
-from sam_operator.gateway.routing import image_digest, rank_replicas
+from sam_gateway.routing import image_digest, rank_replicas
 from unit.gateway.gateway_samples import invocation_body
 
 REPLICAS = [f"10.0.0.{i}:8080" for i in range(1, 6)]

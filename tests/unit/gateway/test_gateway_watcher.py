@@ -11,9 +11,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from sam_operator.gateway.catalog import Catalog
-from sam_operator.gateway.settings import GatewaySettings
-from sam_operator.gateway.watcher import PODS, SAMMODELS, Changed, ClusterWatcher, Message, Relisted, ResourceWatch
+from sam_gateway.catalog import Catalog
+from sam_gateway.settings import GatewaySettings
+from sam_gateway.watcher import PODS, SAMMODELS, Changed, ClusterWatcher, Message, Relisted, ResourceWatch
 from unit.gateway.gateway_samples import SAM_FUNCTION, pod, sammodel
 
 

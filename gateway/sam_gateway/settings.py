@@ -1,6 +1,6 @@
 """Gateway settings: every knob of the CVAT-facing gateway, read from ``SAM_GATEWAY_*`` env vars.
 
-Built once in ``__main__`` and passed to :func:`sam_operator.gateway.app.create_app` and the watcher; nothing
+Built once in ``__main__`` and passed to :func:`sam_gateway.app.create_app` and the watcher; nothing
 reads the environment at import time.
 """
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sam_operator.gateway.catalog import Catalog
+from sam_gateway.catalog import Catalog
 
 # Seconds; SAM first clicks take from ~50 ms (GPU, cached) to tens of seconds (CPU vit_h).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)

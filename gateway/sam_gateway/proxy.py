@@ -8,7 +8,7 @@ Owns the failure mapping CVAT expects (cvat-protocol §4.4, §11 #1 and #3):
 - the whole invocation, retries included, is bounded by ``upstream_timeout_s`` (< CVAT's 120 s) → 504;
 - an upstream 4xx/5xx → returned unchanged.
 
-Called by :mod:`sam_operator.gateway.routes`; knows nothing about the catalog or aiohttp's server side.
+Called by :mod:`sam_gateway.routes`; knows nothing about the catalog or aiohttp's server side.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import aiohttp
 from multidict import CIMultiDict
 
-from sam_operator.gateway.metrics import GatewayMetrics
+from sam_gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 

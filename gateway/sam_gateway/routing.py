@@ -7,24 +7,26 @@ choice), and when one joins it takes only the images for which it now scores hig
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Sequence
+
+from sam_contract.encoding import InvalidBase64Error, decode_base64
 
 
 def image_digest(body: bytes) -> bytes:
     """sha256 of the base64-decoded ``image`` field of a CVAT invocation body.
 
-    Falls back to the sha256 of the whole body when it is not a JSON object with a decodable string ``image``
-    (the encoder answers such requests with a 4xx; the fallback just keeps routing deterministic).
+    ``image`` is decoded by the encoder's own rule (:func:`sam_contract.encoding.decode_base64`). Falls back to
+    the sha256 of the whole body when it is not a JSON object with a decodable string ``image`` (the encoder
+    answers such requests with a 4xx; the fallback just keeps routing deterministic).
     """
     image = _image_field(body)
     if image is not None:
-        decoded = _b64decode(image)
-        if decoded is not None:
-            return hashlib.sha256(decoded).digest()
+        try:
+            return hashlib.sha256(decode_base64(image)).digest()
+        except InvalidBase64Error:
+            pass
     return hashlib.sha256(body).digest()
 
 
@@ -47,18 +49,3 @@ def _image_field(body: bytes) -> str | None:
         return None
     image = payload.get("image")
     return image if isinstance(image, str) and image else None
-
-
-def _b64decode(text: str) -> bytes | None:
-    # Tolerate a data: URI prefix and line breaks; CVAT itself sends bare standard base64.
-    if text.startswith("data:"):
-        _, _, text = text.partition(",")
-    compact = "".join(text.split())
-    padded = compact + "=" * (-len(compact) % 4)
-    for altchars in (None, b"-_"):  # standard, then URL-safe alphabet
-        try:
-            decoded = base64.b64decode(padded, altchars=altchars, validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        return decoded or None
-    return None

@@ -16,11 +16,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sam_operator.gateway import nuclio
-from sam_operator.gateway.catalog import Function
-from sam_operator.gateway.proxy import InvocationError
-from sam_operator.gateway.routing import image_digest, rank_replicas
-from sam_operator.gateway.state import CATALOG, DIRECT_PORT, FORWARDER, METRICS, PARENT, SETTINGS
+from sam_gateway import nuclio
+from sam_gateway.catalog import Function
+from sam_gateway.proxy import InvocationError
+from sam_gateway.routing import image_digest, rank_replicas
+from sam_gateway.state import CATALOG, DIRECT_PORT, FORWARDER, METRICS, PARENT, SETTINGS
 
 FUNCTION_NAME_HEADER = "x-nuclio-function-name"
 FUNCTION_NAMESPACE_HEADER = "x-nuclio-function-namespace"

@@ -6,11 +6,11 @@ import asyncio
 
 from aiohttp import web
 
-from sam_operator.gateway.catalog import Catalog
-from sam_operator.gateway.direct import DirectListeners
-from sam_operator.gateway.metrics import GatewayMetrics
-from sam_operator.gateway.proxy import Forwarder
-from sam_operator.gateway.settings import GatewaySettings
+from sam_gateway.catalog import Catalog
+from sam_gateway.direct import DirectListeners
+from sam_gateway.metrics import GatewayMetrics
+from sam_gateway.proxy import Forwarder
+from sam_gateway.settings import GatewaySettings
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 CATALOG = web.AppKey("catalog", Catalog)

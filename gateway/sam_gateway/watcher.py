@@ -25,16 +25,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sam_operator.gateway.catalog import Catalog
-from sam_operator.gateway.settings import GatewaySettings
+from sam_contract.api import GROUP, PLURAL, VERSION
+from sam_contract.labels import MANAGED_BY_SELECTOR
+
+from sam_gateway.catalog import Catalog
+from sam_gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
-GROUP = "samoperator.io"
-VERSION = "v1alpha1"
-PLURAL = "sammodels"
-POD_SELECTOR = "app.kubernetes.io/managed-by=sam-operator"
-SAMMODELS = "sammodels"
+SAMMODELS = PLURAL
 PODS = "pods"
 
 Object = dict[str, Any]
@@ -256,7 +255,7 @@ def kube_functions(api: Any, resource: str, namespace: str | None) -> tuple[List
             func, args = core.list_pod_for_all_namespaces, ()
         else:
             func, args = core.list_namespaced_pod, (namespace,)
-        kwargs = {"label_selector": POD_SELECTOR}
+        kwargs = {"label_selector": MANAGED_BY_SELECTOR}
 
     def list_fn() -> tuple[list[Object], str]:
         response = func(*args, _preload_content=False, _request_timeout=60, **kwargs)

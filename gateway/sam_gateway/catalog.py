@@ -1,6 +1,6 @@
 """The gateway's in-memory view of the cluster: which CVAT functions exist and which replicas serve them.
 
-Pure state, no I/O. The watcher (:mod:`sam_operator.gateway.watcher`) feeds it raw Kubernetes object bodies
+Pure state, no I/O. The watcher (:mod:`sam_gateway.watcher`) feeds it raw Kubernetes object bodies
 (dicts shaped like the API's JSON, camelCase keys); the HTTP layer reads :meth:`Catalog.functions`,
 :meth:`Catalog.get` and :meth:`Catalog.replicas`.
 
@@ -16,11 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger(__name__)
+from sam_contract.cvat import DEFAULT_MODE, CvatStatus
+from sam_contract.labels import COMPONENT_LABEL, ENCODER_COMPONENT, INSTANCE_LABEL
 
-INSTANCE_LABEL = "app.kubernetes.io/instance"
-COMPONENT_LABEL = "app.kubernetes.io/component"
-ENCODER_COMPONENT = "encoder"
+log = logging.getLogger(__name__)
 
 Body = Mapping[str, Any]
 ObjectKey = tuple[str, str]  # (namespace, name)
@@ -203,23 +202,22 @@ def derive_function(body: Body) -> Function | None:
     """The function a SamModel body publishes, or None when it must not be listed."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
-    cvat = status.get("cvat") or {}
-    if not cvat.get("enabled") or not cvat.get("functionName"):
+    cvat = CvatStatus.from_status(status.get("cvat"))
+    if cvat is None or not cvat.enabled or not cvat.function_name:
         return None
     if not _condition_true(status.get("conditions"), "Ready"):
         return None
     if meta.get("deletionTimestamp"):
         return None
     name = str(meta.get("name", ""))
-    http_port = cvat.get("httpPort")
     return Function(
-        name=str(cvat["functionName"]),
+        name=cvat.function_name,
         namespace=str(meta.get("namespace", "")),
         model_name=name,
-        annotations=dict(cvat.get("annotations") or {}),
-        description=str(cvat.get("description") or ""),
-        mode=str(cvat.get("mode") or "embedding"),
-        http_port=int(http_port) if http_port else None,
+        annotations=dict(cvat.annotations),
+        description=cvat.description,
+        mode=cvat.mode or DEFAULT_MODE,
+        http_port=cvat.http_port or None,
         selector=parse_selector(status.get("selector"), name),
         created=str(meta.get("creationTimestamp") or ""),
         resource_version=str(meta.get("resourceVersion") or ""),

@@ -15,13 +15,13 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from sam_operator.gateway.catalog import Catalog
-from sam_operator.gateway.direct import DirectListeners
-from sam_operator.gateway.metrics import GatewayMetrics
-from sam_operator.gateway.proxy import Forwarder
-from sam_operator.gateway.routes import add_direct_routes, add_routes, token_auth
-from sam_operator.gateway.settings import GatewaySettings
-from sam_operator.gateway.state import (
+from sam_gateway.catalog import Catalog
+from sam_gateway.direct import DirectListeners
+from sam_gateway.metrics import GatewayMetrics
+from sam_gateway.proxy import Forwarder
+from sam_gateway.routes import add_direct_routes, add_routes, token_auth
+from sam_gateway.settings import GatewaySettings
+from sam_gateway.state import (
     CATALOG,
     CHANGED,
     DIRECT,

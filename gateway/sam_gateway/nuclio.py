@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sam_operator.gateway.catalog import Function
+from sam_gateway.catalog import Function
 
 PROJECT_LABEL = "nuclio.io/project-name"
 MODEL_NAME_LABEL = "samoperator.io/sammodel"

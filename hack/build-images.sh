@@ -18,7 +18,7 @@ base_id=$(podman image inspect --format '{{.Id}}' "$BASE_IMAGE")
 # The hash of everything the build context sends (.dockerignore keeps it to these) plus the Dockerfile and base.
 content_hash() { # dockerfile
   { echo "$base_id"; cat "$1" .dockerignore
-    git ls-files -co --exclude-standard -- pyproject.toml README.md operator inference \
+    git ls-files -co --exclude-standard -- pyproject.toml README.md contract operator gateway inference \
       | grep -v -E '(__pycache__|\.pyc$|\.egg-info/)' | LC_ALL=C sort | xargs sha256sum; } | sha256sum | cut -c1-16
 }
 image_ref() { echo "ghcr.io/sam-operator/sam-$1"; }

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from aiohttp import web
 from PIL import Image
-from sam_inference.model import load_sam
+from sam_inference.torch_models.model import load_sam
 from segment_anything import SamPredictor
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 from PIL import Image
-from sam_inference.engine import resolve_plan
+from sam_inference.torch_models.engine import resolve_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,12 +75,12 @@ def jpeg(seed: int, width: int, height: int) -> bytes:
 def make_checkpoint(variant: str, directory: Path) -> Path:
     path = directory / f"sam_{variant}.pth"
     if variant == "vit_tiny":
-        from sam_inference.tiny import write_tiny_checkpoint
+        from sam_inference.torch_models.tiny import write_tiny_checkpoint
 
         write_tiny_checkpoint(path)
     else:
         import torch
-        from sam_inference.model import build_sam
+        from sam_inference.torch_models.model import build_sam
 
         torch.manual_seed(0)
         torch.save(build_sam(variant).state_dict(), path)
@@ -133,7 +133,7 @@ async def load(url: str, images: list[bytes], clients: int, name: str) -> Run:
 
 def decoder_latency(checkpoint: Path, variant: str, directory: Path, clicks: int) -> tuple[float, float]:
     import onnxruntime as ort
-    from sam_inference.export import export_decoder
+    from sam_inference.torch_models.export import export_decoder
 
     path = directory / "decoder.onnx"
     export_decoder(checkpoint, variant, path)

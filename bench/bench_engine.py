@@ -1,6 +1,6 @@
 """Benchmark: the encoder engines side by side, in one process, interleaved round by round.
 
-Each path is `sam_inference.engine.build_encoder` for one (engine, precision), on its own copy of one
+Each path is `sam_inference.torch_models.engine.build_encoder` for one (engine, precision), on its own copy of one
 random-weight model (rel-pos tables randomised). Every round runs every path once on the same generated
 scene, so machine noise hits all alike. Reports the best and median seconds per image, the speed-up over the
 reference (torch/float32, what CVAT's handler runs), and cosine and max |diff| against it; `--profile PATH`
@@ -26,9 +26,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from sam_inference.engine.encoder import build_encoder  # noqa: E402
-from sam_inference.engine.plan import EnginePlan, derive_plan, resolve_plan  # noqa: E402
-from sam_inference.tiny import build_random_sam  # noqa: E402
+from sam_inference.torch_models.engine.encoder import build_encoder  # noqa: E402
+from sam_inference.torch_models.engine.plan import EnginePlan, derive_plan, resolve_plan  # noqa: E402
+from sam_inference.torch_models.tiny import build_random_sam  # noqa: E402
 from segment_anything.modeling import Sam  # noqa: E402
 from segment_anything.utils.transforms import ResizeLongestSide  # noqa: E402
 from unit.inference.scenes import make_scene  # noqa: E402

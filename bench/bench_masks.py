@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sam_inference.predictor import Embedding
-from sam_inference.sam_predictor import SamEncoderPredictor
-from sam_inference.schemas import Prompts
-from sam_inference.tiny import write_tiny_checkpoint
+from sam_inference.predictor import Embedding, Prompts
+from sam_inference.torch_models.sam_predictor import SamEncoderPredictor
+from sam_inference.torch_models.tiny import write_tiny_checkpoint
 from segment_anything import SamPredictor
 from segment_anything.utils.transforms import ResizeLongestSide
 

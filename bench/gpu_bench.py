@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench_engine import random_sam, scene_input
-from sam_inference.engine.encoder import build_encoder
-from sam_inference.engine.plan import derive_plan, resolve_plan
+from bench_engine import scene_input
+from sam_inference.torch_models.engine.encoder import build_encoder
+from sam_inference.torch_models.engine.plan import derive_plan, resolve_plan
+from sam_inference.torch_models.tiny import build_random_sam
 
 
 def sync(device: str) -> None:
@@ -59,7 +60,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def bench_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     device = args.device
-    sam = random_sam(variant).to(device)
+    sam = build_random_sam(variant).to(device)
     x1 = scene_input(sam, 3, device)
     reference = build_encoder(copy.deepcopy(sam.image_encoder), derive_plan("torch", "float32", device, "float32"))
     fast: Any = build_encoder(sam.image_encoder, resolve_plan(args.engine, args.precision, device))

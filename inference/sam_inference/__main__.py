@@ -1,7 +1,9 @@
 """`sam-inference` command line: serve, fetch, export-decoder, make-tiny.
 
-Heavy imports (torch, segment_anything, onnx) happen inside the subcommand that needs them, so that
-`fetch` and `--help` start fast and `serve` imports torch only while loading the model.
+This is the composition root: `serve` injects the torch predictor factory (`torch_models.factory`) into
+`create_app`. Heavy imports (torch, segment_anything, onnx) happen inside the subcommand that needs them, so
+that `fetch` and `--help` start fast and `serve` imports torch only while loading the model (`/healthz`
+answers meanwhile).
 """
 
 from __future__ import annotations
@@ -11,8 +13,20 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .predictor import Predictor
+    from .settings import InferenceSettings
+
+
+def build_torch_predictor(settings: InferenceSettings) -> Predictor:
+    """The predictor factory of the service; imports torch when the app's loading task calls it."""
+    from .torch_models.factory import build_predictor
+
+    return build_predictor(settings)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -28,7 +42,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"sam-inference serve: invalid SAM_INFERENCE_* settings:\n{exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)
+    app = create_app(settings, predictor_factory=build_torch_predictor)
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
     return 0
 
 
@@ -51,7 +66,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_decoder(args: argparse.Namespace) -> int:
-    from .export import export_decoder
+    from .torch_models.export import export_decoder
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     try:
@@ -72,7 +87,7 @@ def _cmd_export_decoder(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_tiny(args: argparse.Namespace) -> int:
-    from .tiny import write_tiny_checkpoint
+    from .torch_models.tiny import write_tiny_checkpoint
 
     print(write_tiny_checkpoint(Path(args.output), seed=args.seed))
     return 0

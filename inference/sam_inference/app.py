@@ -1,7 +1,8 @@
-"""aiohttp application factory of the encoder: `create_app(settings, predictor=None)`.
+"""aiohttp application factory of the encoder: `create_app(settings, predictor=None, predictor_factory=None)`.
 
-Lifecycle: the cleanup context starts a background task that builds the predictor (importing torch
-lazily), loads the checkpoint, warms up, then starts the batcher and flips `/readyz` to 200; `/healthz`
+Lifecycle: the cleanup context starts a background task that builds the predictor with the injected
+`predictor_factory` (the composition root, `__main__`, passes the torch one; this module never imports
+torch), loads the checkpoint, warms up, then starts the batcher and flips `/readyz` to 200; `/healthz`
 answers from the first moment (and turns 503 if loading failed, so the liveness probe restarts the pod).
 On shutdown it stops the batcher and releases the model. The error middleware turns every failure into
 `{"error": message}` JSON and records request metrics.
@@ -15,54 +16,21 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
-from .errors import NotReadyError, OverloadedError, ServiceError
+from .errors import OverloadedError, ServiceError
 from .fetch import sha256_file
 from .metrics import Metrics
-from .predictor import Predictor, build_predictor
+from .predictor import Predictor, PredictorFactory
+from .routes import add_routes
 from .service import EmbeddingService
 from .settings import InferenceSettings
+from .state import STATE, AppState, DecoderAsset
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class DecoderAsset:
-    """The exported decoder served at /v1/decoder.onnx."""
-
-    body: bytes
-    etag: str
-
-
-@dataclass
-class AppState:
-    """Mutable per-app state shared by the handlers."""
-
-    settings: InferenceSettings
-    metrics: Metrics
-    predictor: Predictor | None = None
-    owns_predictor: bool = False
-    service: EmbeddingService | None = None
-    decoder: DecoderAsset | None = None
-    load_error: str | None = None
-    loaded: asyncio.Event = field(default_factory=asyncio.Event)
-    in_flight: int = 0
-
-    @property
-    def ready(self) -> bool:
-        return self.service is not None and self.load_error is None
-
-    def require_service(self) -> EmbeddingService:
-        if self.service is None:
-            raise NotReadyError(self.load_error or "model is loading")
-        return self.service
-
-
-STATE = web.AppKey("state", AppState)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -126,7 +94,9 @@ def _load_blocking(state: AppState) -> tuple[Predictor, str, DecoderAsset | None
     settings = state.settings
     predictor = state.predictor
     if predictor is None:
-        predictor = build_predictor(settings)
+        if state.predictor_factory is None:
+            raise RuntimeError("create_app got neither a predictor nor a predictor_factory")
+        predictor = state.predictor_factory(settings)
         state.predictor, state.owns_predictor = predictor, True
     model_id = settings.model_id or sha256_file(settings.checkpoint_path)  # architecture.md: the checkpoint sha256
     predictor.load()
@@ -183,12 +153,22 @@ async def _model_lifecycle(app: web.Application) -> AsyncIterator[None]:
         state.predictor.close()
 
 
-def create_app(settings: InferenceSettings, predictor: Predictor | None = None) -> web.Application:
-    """Build the encoder app; `predictor` overrides the SAM predictor built from `settings` (tests)."""
-    from .routes import add_routes
-
+def create_app(
+    settings: InferenceSettings,
+    predictor: Predictor | None = None,
+    predictor_factory: PredictorFactory | None = None,
+) -> web.Application:
+    """Build the encoder app around `predictor` (tests) or the one `predictor_factory(settings)` builds
+    while the model loads (the service: `torch_models.build_predictor`, injected by `__main__`)."""
+    if predictor is None and predictor_factory is None:
+        raise TypeError("create_app needs a predictor or a predictor_factory")
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware, admission_middleware])
-    app[STATE] = AppState(settings=settings, metrics=Metrics(), predictor=predictor)
+    app[STATE] = AppState(
+        settings=settings, metrics=Metrics(), predictor=predictor, predictor_factory=predictor_factory
+    )
     add_routes(app)
     app.cleanup_ctx.append(_model_lifecycle)
     return app
+
+
+__all__ = ["STATE", "AppState", "create_app"]

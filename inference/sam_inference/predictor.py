@@ -1,23 +1,35 @@
-"""The Predictor protocol the HTTP layer talks to, and the factory for the real SAM predictor.
+"""The model layer's interface: the `Predictor` protocol the service talks to, and the types it exchanges.
 
-Nothing here imports torch: `build_predictor` imports `sam_predictor` (which does) only when called,
-inside the app's model-loading task. Tests may pass any object that satisfies `Predictor`.
+Nothing here imports torch, and nothing here knows HTTP. The torch implementation lives in `torch_models`;
+the composition root (`__main__`) injects its factory into `create_app`, and tests pass any object that
+satisfies `Predictor`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .schemas import Prompts
-
 if TYPE_CHECKING:
     from .settings import InferenceSettings
 
 EMBEDDING_SHAPE = (1, 256, 64, 64)
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Decoder prompts in original image pixels (label 1 positive, 0 negative; box as x1, y1, x2, y2)."""
+
+    points: tuple[tuple[float, float], ...] = ()
+    labels: tuple[int, ...] = ()
+    box: tuple[float, float, float, float] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.points and self.box is None
 
 
 @dataclass(frozen=True)
@@ -82,15 +94,5 @@ class Predictor(Protocol):
         """Release the model."""
 
 
-def build_predictor(settings: InferenceSettings) -> Predictor:
-    """The SAM predictor for `settings` (imports torch)."""
-    from .sam_predictor import SamEncoderPredictor
-
-    return SamEncoderPredictor(
-        variant=settings.model_variant,
-        checkpoint=settings.checkpoint_path,
-        device=settings.device,
-        precision=settings.precision,
-        engine=settings.engine,
-        warm_up_batch=settings.max_batch_size,
-    )
+#: Builds the predictor for a process's settings; called once, inside the app's model-loading task.
+PredictorFactory = Callable[["InferenceSettings"], Predictor]

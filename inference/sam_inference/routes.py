@@ -22,12 +22,12 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .app import STATE, AppState
 from .cache import Lookup
 from .errors import BadRequestError, DeadlineExceededError, NotFoundError, NotReadyError
 from .imaging import decode_base64
 from .predictor import Embedding
 from .schemas import CvatRequest, cvat_mask_shape, finite_score, mask_bounds, mask_to_rle, parse_cvat_request
+from .state import STATE, AppState
 
 EMBEDDING_DTYPES = {"float32": "<f4", "float16": "<f2"}
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from .errors import BadRequestError
+from .predictor import Prompts
 
 # Image pixels; the bound keeps float32 maths in the prompt encoder finite for any accepted input.
 MAX_COORDINATE = 1e7
@@ -55,19 +55,6 @@ class CvatRequest(BaseModel):
         points = [*self.pos_points, *self.neg_points]
         labels = [1] * len(self.pos_points) + [0] * len(self.neg_points)
         return Prompts(points=tuple(points), labels=tuple(labels), box=self.box())
-
-
-@dataclass(frozen=True)
-class Prompts:
-    """Decoder prompts in original image pixels."""
-
-    points: tuple[tuple[float, float], ...] = ()
-    labels: tuple[int, ...] = ()
-    box: tuple[float, float, float, float] | None = None
-
-    @property
-    def empty(self) -> bool:
-        return not self.points and self.box is None
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:

@@ -20,8 +20,7 @@ from .batching import MicroBatcher
 from .cache import EmbeddingCache, Lookup
 from .imaging import decode_image
 from .metrics import Metrics
-from .predictor import Embedding, MaskResult, Predictor, PreparedImage
-from .schemas import Prompts
+from .predictor import Embedding, MaskResult, Predictor, PreparedImage, Prompts
 
 R = TypeVar("R")
 

@@ -286,14 +286,14 @@ def test_regressions_found_by_fuzzing_are_400(encoders: Encoders, body: bytes, f
 # ------------------------------------------------------------------ the real tiny SAM, masks mode
 @pytest.fixture(scope="module")
 def tiny_masks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BackgroundLoop, str]]:
-    from sam_inference.__main__ import main
+    from sam_inference.__main__ import build_torch_predictor, main
 
     checkpoint = tmp_path_factory.mktemp("fuzz-tiny") / "sam_vit_tiny.pth"
     assert main(["make-tiny", "--output", str(checkpoint), "--seed", "0"]) == 0
     loop = BackgroundLoop()
 
     async def build() -> web.Application:
-        return create_app(_settings(checkpoint, mode="masks", model_id=None))
+        return create_app(_settings(checkpoint, mode="masks", model_id=None), predictor_factory=build_torch_predictor)
 
     address = loop.serve(build)
     app = loop._runners[0].app

@@ -35,7 +35,7 @@ def tiny_sha256(tiny_checkpoint: Path) -> str:
 @pytest.fixture(scope="session")
 def tiny_predictor(tiny_checkpoint: Path) -> Any:
     """A loaded SamEncoderPredictor on the tiny model (CPU, fp32), shared by the tests."""
-    from sam_inference.sam_predictor import SamEncoderPredictor
+    from sam_inference.torch_models.sam_predictor import SamEncoderPredictor
 
     predictor = SamEncoderPredictor("vit_tiny", tiny_checkpoint, device="cpu", precision="float32")
     predictor.load()
@@ -45,7 +45,7 @@ def tiny_predictor(tiny_checkpoint: Path) -> Any:
 @pytest.fixture(scope="session")
 def tiny_decoder(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The CVAT-format decoder of the tiny checkpoint (exported once per session)."""
-    from sam_inference.export import export_decoder
+    from sam_inference.torch_models.export import export_decoder
 
     output = tmp_path_factory.mktemp("decoder") / "sam_vit_tiny.decoder.onnx"
     export_decoder(tiny_checkpoint, "vit_tiny", output)
@@ -69,10 +69,13 @@ ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 @pytest.fixture
 async def make_client(aiohttp_client: Any, tiny_checkpoint: Path) -> AsyncIterator[ClientFactory]:
-    """`await make_client(predictor, **settings)` → a test client whose model is loaded (or failed)."""
+    """`await make_client(predictor, **settings)` → a test client whose model is loaded (or failed); with
+    `predictor` None the app builds the service's own (torch) predictor from the settings."""
+    from sam_inference.__main__ import build_torch_predictor
 
     async def factory(predictor: Predictor | None, **overrides: Any) -> TestClient[Any, Any]:
-        app = create_app(make_settings(tiny_checkpoint, **overrides), predictor=predictor)
+        settings = make_settings(tiny_checkpoint, **overrides)
+        app = create_app(settings, predictor=predictor, predictor_factory=build_torch_predictor)
         client: TestClient[Any, Any] = await aiohttp_client(app)
         await app[STATE].loaded.wait()
         return client

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
-from sam_inference.predictor import EMBEDDING_SHAPE, Embedding, MaskResult, PreparedImage
-from sam_inference.schemas import Prompts
+from sam_inference.predictor import EMBEDDING_SHAPE, Embedding, MaskResult, PreparedImage, Prompts
 
 
 def image_bytes(width: int = 64, height: int = 48, seed: int = 0, fmt: str = "PNG") -> bytes:

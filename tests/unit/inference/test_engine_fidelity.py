@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from sam_inference.engine import EngineChoice, PrecisionChoice
-from sam_inference.model import load_sam
-from sam_inference.predictor import Embedding
-from sam_inference.sam_predictor import SamEncoderPredictor
-from sam_inference.schemas import Prompts
-from sam_inference.tiny import build_random_sam
+from sam_inference.predictor import Embedding, Prompts
+from sam_inference.torch_models.engine import EngineChoice, PrecisionChoice
+from sam_inference.torch_models.model import load_sam
+from sam_inference.torch_models.sam_predictor import SamEncoderPredictor
+from sam_inference.torch_models.tiny import build_random_sam
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 from unit.inference.scenes import Scene, make_scene
@@ -151,7 +150,7 @@ def test_vit_b_float32_equals_upstream_and_int8_keeps_cosine_and_masks(vit_b: Sa
 def test_auto_resolves_at_load_to_the_plan_the_hardware_supports(
     tiny_model: Sam, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sam_inference.engine import plan
+    from sam_inference.torch_models.engine import plan
 
     monkeypatch.setattr(plan, "cpu_features", lambda: plan.CpuFeatures(vnni=True, native_bf16=False))
     predictor: Any = _predictor(tiny_model, "auto", "auto")

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from sam_inference.engine.attention import FusedRelPosAttention, fuse_attention
-from sam_inference.engine.int8 import DynamicInt8Linear, quantize_linears
-from sam_inference.engine.plan import (
+from sam_inference.settings import InferenceSettings
+from sam_inference.torch_models.engine.attention import FusedRelPosAttention, fuse_attention
+from sam_inference.torch_models.engine.int8 import DynamicInt8Linear, quantize_linears
+from sam_inference.torch_models.engine.plan import (
     CpuFeatures,
     EnginePlan,
     derive_cpu_precision,
@@ -16,8 +17,7 @@ from sam_inference.engine.plan import (
     derive_plan,
     read_cpu_flags,
 )
-from sam_inference.predictor import build_predictor
-from sam_inference.settings import InferenceSettings
+from sam_inference.torch_models.factory import build_predictor
 from segment_anything.modeling.image_encoder import Attention
 
 

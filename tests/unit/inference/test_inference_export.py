@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from sam_inference.__main__ import main
-from sam_inference.export import CVAT_OUTPUTS, UPSTREAM_OUTPUTS, CvatSamOnnxModel, read_stamp
+from sam_inference.torch_models.export import CVAT_OUTPUTS, UPSTREAM_OUTPUTS, CvatSamOnnxModel, read_stamp
 from segment_anything.utils.onnx import SamOnnxModel
 
 

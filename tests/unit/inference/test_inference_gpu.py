@@ -15,7 +15,7 @@ pytestmark = pytest.mark.gpu
 @pytest.mark.parametrize("engine", ["torch", "fused"])
 @pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16", "auto"])
 def test_cuda_embedding_matches_cpu(tiny_checkpoint: Path, tiny_predictor: Any, precision: str, engine: str) -> None:
-    from sam_inference.sam_predictor import SamEncoderPredictor
+    from sam_inference.torch_models.sam_predictor import SamEncoderPredictor
 
     gpu = SamEncoderPredictor(
         "vit_tiny",

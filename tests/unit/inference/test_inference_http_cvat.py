@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sam_inference.predictor import Embedding
-from sam_inference.schemas import Prompts, rle_to_mask
+from sam_inference.predictor import Embedding, Prompts
+from sam_inference.schemas import rle_to_mask
 from segment_anything import SamPredictor
 from unit.inference.conftest import ClientFactory
 from unit.inference.sam_fakes import cvat_body, image_array, image_bytes, metric_value

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 from sam_inference.__main__ import main
-from sam_inference.model import load_sam
-from sam_inference.predictor import EMBEDDING_SHAPE, Embedding
-from sam_inference.schemas import Prompts
+from sam_inference.predictor import EMBEDDING_SHAPE, Embedding, Prompts
+from sam_inference.torch_models.model import load_sam
 from segment_anything import SamPredictor
 from unit.inference.sam_fakes import image_array, image_bytes
 
@@ -88,7 +87,7 @@ def test_checkpoint_of_another_variant_is_rejected_with_a_clear_error(tiny_check
 
 
 def test_bfloat16_embedding_stays_close_to_float32(tiny_checkpoint: Path, tiny_predictor: Any) -> None:
-    from sam_inference.sam_predictor import SamEncoderPredictor
+    from sam_inference.torch_models.sam_predictor import SamEncoderPredictor
 
     bf16 = SamEncoderPredictor(
         "vit_tiny", tiny_checkpoint, device="cpu", precision="bfloat16", model=tiny_predictor.model

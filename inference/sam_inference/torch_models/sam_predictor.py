@@ -1,4 +1,4 @@
-"""The real predictor: segment_anything's SAM on torch (imported only from `predictor.build_predictor`).
+"""The real predictor: segment_anything's SAM on torch (built by `factory.build_predictor`).
 
 Preprocessing is SamPredictor.set_image's, step for step (cvat-protocol §2.2): `ResizeLongestSide.apply_image`
 (PIL bilinear antialiased resize to longest side 1024), HWC→NCHW, `Sam.preprocess` (normalise, zero-pad to
@@ -20,11 +20,10 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from ..predictor import EMBEDDING_SHAPE, Embedding, MaskResult, PreparedImage, Prompts
 from .engine.encoder import PreparedEncoder, build_encoder
 from .engine.plan import EngineChoice, EnginePlan, PrecisionChoice, resolve_plan
 from .model import load_sam
-from .predictor import EMBEDDING_SHAPE, Embedding, MaskResult, PreparedImage
-from .schemas import Prompts
 
 log = logging.getLogger(__name__)
 

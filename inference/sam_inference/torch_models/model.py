@@ -1,7 +1,6 @@
 """SAM model construction: the real `sam_model_registry` variants plus the tiny test architecture.
 
-This module (with `predictor.py`, `tiny.py` and `export.py`) is the only place that imports torch and
-segment_anything; the HTTP layer reaches it lazily through `predictor.py`.
+Part of `torch_models`, the only package that imports torch and segment_anything.
 """
 
 from __future__ import annotations

@@ -2,14 +2,14 @@
 
 Follows ``docs/cvat-protocol.md`` §2.1 (the stock SAM function's metadata), §3.3 (fields CVAT reads: all
 annotation values are strings, and a boolean annotation is *omitted* rather than ``"false"`` because
-``bool("false")`` is True) and §8 (drop-in name vs generic interactor). Pure; called by ``status`` (which writes
-``status.cvat``) and read back by the gateway.
+``bool("false")`` is True) and §8 (drop-in name vs generic interactor). Pure; :func:`derive_cvat_status` is
+``status.cvat`` (written by ``status``, read back by the gateway through the same ``sam_contract.cvat`` type).
+The direct-mode port is decided by ``ports.choose_http_port``.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Container
+from sam_contract.cvat import CvatStatus
 
 from sam_operator.naming import dns1123_label
 from sam_operator.resources import OFFICIAL_VIT_H_SHA256, STOCK_CVAT_FUNCTION_NAME, SamModel
@@ -18,8 +18,8 @@ __all__ = [
     "ANIMATED_GIF",
     "STOCK_DESCRIPTION",
     "STOCK_DISPLAY_NAME",
-    "allocate_http_port",
     "build_annotations",
+    "derive_cvat_status",
     "derive_description",
     "derive_display_name",
     "derive_function_name",
@@ -110,17 +110,15 @@ def derive_warnings(model: SamModel) -> list[str]:
     return warnings
 
 
-def allocate_http_port(key: str, taken: Container[int], base: int, size: int) -> int | None:
-    """A stable direct-mode port for ``key`` (e.g. ``<namespace>/<name>``) in ``[base, base + size)``.
-
-    Starts at ``base + sha256(key) % size`` and probes upward (wrapping) past ports in ``taken``, so the same key
-    gets the same port as long as nobody else took it first. Returns None when the range is full.
-    """
-    if size <= 0:
-        return None
-    start = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % size
-    for step in range(size):
-        port = base + (start + step) % size
-        if port not in taken:
-            return port
-    return None
+def derive_cvat_status(model: SamModel, http_port: int | None) -> CvatStatus:
+    """``status.cvat`` of ``model``, with the direct-mode port ``reconcile`` decided (None: no port)."""
+    return CvatStatus(
+        enabled=model.spec.cvat.enabled,
+        function_name=derive_function_name(model),
+        display_name=derive_display_name(model),
+        mode=model.spec.cvat.mode,
+        description=derive_description(model),
+        http_port=http_port if model.spec.cvat.enabled else None,
+        annotations=build_annotations(model),
+        warnings=derive_warnings(model),
+    )

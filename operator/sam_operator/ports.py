@@ -1,5 +1,11 @@
-"""Who holds which CVAT direct-mode port (``status.cvat.httpPort``), kept in memory so a reconcile need not list.
+"""CVAT direct-mode ports (``status.cvat.httpPort``): the one allocation rule, and who holds which port.
 
+:func:`choose_http_port` is the whole policy, pure: a SamModel keeps the port it has while that port is in range
+and no senior SamModel claims it; otherwise it gets the first free port probing up from a hash of its key, so the
+same SamModel gets the same port as long as nobody took it first. ``reconcile`` gathers its inputs: the port the
+stored status carries, the ports others hold (from the :class:`PortBook`), and the range (settings).
+
+:class:`PortBook` keeps who holds which port in memory, so a reconcile need not list.
 Two sources: the ports the SamModels' stored statuses carry (``observe``, fed by the SamModel watch) and the ports
 this process decided (``decide``, before the status write lands). A reconcile asks ``holding(key)`` for the ports
 it must not use, under ``lock`` together with its decision, so that concurrent reconciles in this process never
@@ -9,15 +15,47 @@ with the senior one (older, then by namespace/name); ``decide`` reports the juni
 
 from __future__ import annotations
 
+import hashlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any
 
 from sam_operator.store import Key
 
-__all__ = ["PortBook", "Seniority", "seniority", "status_port"]
+__all__ = ["PortBook", "Seniority", "allocate_http_port", "choose_http_port", "seniority", "status_port"]
 
 Seniority = tuple[str, str, str, str]
+
+
+def allocate_http_port(key: str, taken: Container[int], base: int, size: int) -> int | None:
+    """A stable direct-mode port for ``key`` (e.g. ``<namespace>/<name>``) in ``[base, base + size)``.
+
+    Starts at ``base + sha256(key) % size`` and probes upward (wrapping) past ports in ``taken``, so the same key
+    gets the same port as long as nobody else took it first. Returns None when the range is full.
+    """
+    if size <= 0:
+        return None
+    start = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % size
+    for step in range(size):
+        port = base + (start + step) % size
+        if port not in taken:
+            return port
+    return None
+
+
+def choose_http_port(
+    key: str, *, enabled: bool, kept: int | None, taken: Container[int], base: int, size: int
+) -> int | None:
+    """The direct-mode port SamModel ``key`` gets (None: CVAT is disabled for it, or the range is full).
+
+    ``kept`` is the port its stored status carries; ``taken``, the ports it must not use (held by others, or by a
+    senior claimant of ``kept``: :meth:`PortBook.holding`); ``[base, base + size)``, the range (settings).
+    """
+    if not enabled:
+        return None
+    if kept is not None and base <= kept < base + size and kept not in taken:
+        return kept
+    return allocate_http_port(key, taken, base, size)
 
 
 def seniority(body: Mapping[str, Any]) -> Seniority:

@@ -24,7 +24,7 @@ from sam_contract.labels import COMPONENT_LABEL, ENCODER_COMPONENT, INSTANCE_LAB
 from sam_operator import conditions, metrics, naming, resources
 from sam_operator.drift import needs_apply
 from sam_operator.kube import Kube
-from sam_operator.ports import PortBook, status_port
+from sam_operator.ports import PortBook, choose_http_port, status_port
 from sam_operator.render import build_children, owner_reference
 from sam_operator.settings import OperatorSettings
 from sam_operator.status import Observed, derive_status
@@ -137,7 +137,7 @@ class Reconciler:
         parsed = resources.parse_sammodel(body)
         if isinstance(parsed, resources.InvalidSpec):
             log.warning("Invalid spec: %s", parsed.message, extra={"object": f"{namespace}/{name}"})
-            status = derive_status(body, Observed(), datetime.now(UTC), self.settings)
+            status = derive_status(body, Observed(), datetime.now(UTC))
             self._record_conditions(namespace, name, status)
             return ReconcileResult([], [], self._write_status(body, status))
 
@@ -163,11 +163,16 @@ class Reconciler:
         observed = self._observe(parsed)
         key = (namespace, name)
         with self.ports.lock:  # the port decision and the status derived from it are one step
-            taken = self.ports.holding(key, body)
-            status = derive_status(
-                body, dataclass_replace(observed, taken_http_ports=taken), datetime.now(UTC), self.settings
+            port = choose_http_port(
+                f"{namespace}/{name}",
+                enabled=parsed.spec.cvat.enabled,
+                kept=status_port(body),
+                taken=self.ports.holding(key, body),
+                base=self.settings.direct_port_base,
+                size=self.settings.direct_port_range_size,
             )
-            juniors = self.ports.decide(key, status_port({"status": status}))
+            status = derive_status(body, dataclass_replace(observed, http_port=port), datetime.now(UTC))
+            juniors = self.ports.decide(key, port)
         for junior in juniors:
             self.requeue(junior)
         self._record_conditions(namespace, name, status)

@@ -20,6 +20,7 @@ from sam_gateway.nuclio import build_function
 from sam_gateway.routing import image_digest
 from sam_inference.errors import BadRequestError
 from sam_inference.imaging import decode_base64 as encoder_decode_base64
+from sam_operator.ports import choose_http_port
 from sam_operator.render import build_children
 from sam_operator.settings import OperatorSettings
 from sam_operator.status import Observed, derive_status
@@ -59,7 +60,15 @@ def _serving(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         "spec": {"nodeName": "n1"},
         "status": {"phase": "Running", "podIP": "10.1.2.3", "conditions": [{"type": "Ready", "status": "True"}]},
     }
-    status = derive_status(body, Observed(deployment=deployment, pods=[pod]), NOW, SETTINGS)
+    port = choose_http_port(
+        "models/x",
+        enabled=bool(body["spec"].get("cvat", {}).get("enabled", True)),
+        kept=None,
+        taken=set(),
+        base=SETTINGS.direct_port_base,
+        size=SETTINGS.direct_port_range_size,
+    )
+    status = derive_status(body, Observed(deployment=deployment, pods=[pod], http_port=port), NOW)
     return {**body, "status": status}, pod
 
 
@@ -95,7 +104,7 @@ def test_the_written_status_is_exactly_the_shared_type() -> None:
 
 def test_a_status_that_is_not_ready_or_not_enabled_lists_nothing() -> None:
     pending = _sample("sammodel-minimal.yaml")
-    pending["status"] = derive_status(pending, Observed(), NOW, SETTINGS)
+    pending["status"] = derive_status(pending, Observed(), NOW)
     disabled = _sample("sammodel-masks.yaml")
     disabled["spec"]["cvat"]["enabled"] = False
     disabled, _ = _serving(disabled)

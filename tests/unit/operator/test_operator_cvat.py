@@ -1,13 +1,10 @@
-"""cvat: function names, display names, Nuclio annotations exactly as CVAT reads them, port allocation."""
+"""cvat: function names, display names, Nuclio annotations exactly as CVAT reads them, status.cvat."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given
-from hypothesis import strategies as st
 from sam_operator.cvat import (
-    allocate_http_port,
     build_annotations,
     derive_description,
     derive_display_name,
@@ -91,23 +88,3 @@ def test_annotations_are_all_strings_and_never_false() -> None:
 def test_description_names_variant_and_mode() -> None:
     assert derive_description(model()) == "Interactive object segmentation with Segment-Anything (vit_h)"
     assert derive_description(model(mode="masks")).endswith("(vit_h, server-side masks)")
-
-
-def test_port_is_stable_for_a_key_and_skips_taken_ports() -> None:
-    first = allocate_http_port("ns/a", set(), 32768, 1000)
-    assert first is not None and 32768 <= first < 33768
-    assert allocate_http_port("ns/a", set(), 32768, 1000) == first
-    second = allocate_http_port("ns/a", {first}, 32768, 1000)
-    assert second is not None and second != first
-
-
-def test_port_allocation_wraps_and_reports_a_full_range() -> None:
-    assert allocate_http_port("k", {10, 11}, 10, 3) == 12
-    assert allocate_http_port("k", {10, 11, 12}, 10, 3) is None
-    assert allocate_http_port("k", set(), 10, 0) is None
-
-
-@given(st.text(min_size=1, max_size=40), st.sets(st.integers(100, 119), max_size=19))
-def test_allocated_port_is_free_and_in_range(key: str, taken: set[int]) -> None:
-    port = allocate_http_port(key, taken, 100, 20)
-    assert port is not None and 100 <= port < 120 and port not in taken

@@ -7,12 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sam_operator.conditions import find_condition
-from sam_operator.settings import OperatorSettings
 from sam_operator.status import Observed, derive_status
 
 NOW = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=3)
-SETTINGS = OperatorSettings(direct_port_base=32768, direct_port_range_size=1000)
 VIT_H_SHA = "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"
 
 
@@ -92,7 +90,7 @@ def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 def test_ready_model_reports_counts_endpoint_selector_and_cvat() -> None:
-    status = derive_status(sammodel(), Observed(deployment(1, 1), [ready_pod()]), NOW, SETTINGS)
+    status = derive_status(sammodel(), Observed(deployment(1, 1), [ready_pod()], http_port=32800), NOW)
     assert status["observedGeneration"] == 3
     assert (status["replicas"], status["readyReplicas"]) == (1, 1)
     assert status["endpoint"] == "http://sam-x.ns.svc:8080"
@@ -106,7 +104,7 @@ def test_ready_model_reports_counts_endpoint_selector_and_cvat() -> None:
     assert [c["type"] for c in status["conditions"]] == ["Ready", "Progressing", "Degraded", "ModelCached"]
     cvat = status["cvat"]
     assert cvat["functionName"] == "pth-facebookresearch-sam-vit-h" and cvat["mode"] == "embedding"
-    assert 32768 <= cvat["httpPort"] < 33768
+    assert cvat["httpPort"] == 32800
     assert cvat["annotations"]["type"] == "interactor"
     assert "warnings" not in cvat
 
@@ -121,7 +119,7 @@ def test_pending_for_gpu_is_insufficient_gpu() -> None:
             "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
         },
     )
-    status = derive_status(sammodel(), Observed(deployment(1, 0), [pending]), NOW, SETTINGS)
+    status = derive_status(sammodel(), Observed(deployment(1, 0), [pending]), NOW)
     ready = cond(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InsufficientGPU")
     assert "Insufficient nvidia.com/gpu" in ready["message"]
@@ -138,7 +136,7 @@ def test_failed_scheduling_event_alone_is_enough() -> None:
         "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
         "lastTimestamp": "2026-01-01T00:00:00Z",
     }
-    status = derive_status(sammodel(), Observed(deployment(1, 0), [pending], [event]), NOW, SETTINGS)
+    status = derive_status(sammodel(), Observed(deployment(1, 0), [pending], [event]), NOW)
     assert cond(status, "Ready")["reason"] == "InsufficientGPU"
 
 
@@ -148,14 +146,14 @@ def test_stale_failed_scheduling_event_of_a_scheduled_pod_is_ignored() -> None:
         "involvedObject": {"kind": "Pod", "name": "sam-x-1"},
         "message": "Insufficient nvidia.com/gpu",
     }
-    status = derive_status(sammodel(), Observed(deployment(1, 1), [ready_pod()], [event]), NOW, SETTINGS)
+    status = derive_status(sammodel(), Observed(deployment(1, 1), [ready_pod()], [event]), NOW)
     assert cond(status, "Ready")["status"] == "True"
     assert cond(status, "Degraded")["status"] == "False"
 
 
 def test_other_unschedulable_reasons_are_not_gpu() -> None:
     pending = pod(phase="Pending", node=None, scheduled={"status": "False", "message": "node(s) had untolerated taint"})
-    status = derive_status(sammodel(), Observed(deployment(1, 0), [pending]), NOW, SETTINGS)
+    status = derive_status(sammodel(), Observed(deployment(1, 0), [pending]), NOW)
     assert cond(status, "Ready")["reason"] == "Unschedulable"
 
 
@@ -170,7 +168,7 @@ def test_crash_looping_encoder() -> None:
             "restartCount": 4,
         },
     )
-    status = derive_status(sammodel(), Observed(deployment(1, 0), [crashing]), NOW, SETTINGS)
+    status = derive_status(sammodel(), Observed(deployment(1, 0), [crashing]), NOW)
     ready = cond(status, "Ready")
     assert ready["reason"] == "CrashLoopBackOff" and "OOMKilled" in ready["message"]
     assert cond(status, "Degraded")["reason"] == "CrashLoopBackOff"
@@ -187,7 +185,7 @@ def test_checkpoint_fetch_failure() -> None:
         export={"state": {"waiting": {"reason": "PodInitializing"}}},
         encoder={"state": {"waiting": {"reason": "PodInitializing"}}},
     )
-    status = derive_status(sammodel(), Observed(deployment(1, 0), [failing]), NOW, SETTINGS)
+    status = derive_status(sammodel(), Observed(deployment(1, 0), [failing]), NOW)
     assert cond(status, "Ready")["reason"] == "CheckpointFetchFailed"
     cached = cond(status, "ModelCached")
     assert (cached["status"], cached["reason"]) == ("False", "CheckpointFetchFailed")
@@ -196,24 +194,24 @@ def test_checkpoint_fetch_failure() -> None:
 
 def test_decoder_export_failure() -> None:
     failing = pod(phase="Pending", fetch=DONE, export={"state": _terminated(2, "Error", "bad variant")})
-    status = derive_status(sammodel(), Observed(deployment(1, 0), [failing]), NOW, SETTINGS)
+    status = derive_status(sammodel(), Observed(deployment(1, 0), [failing]), NOW)
     assert cond(status, "ModelCached")["reason"] == "DecoderExportFailed"
 
 
 def test_fetching_and_loading_are_progress_not_failure() -> None:
     fetching = pod(phase="Pending", fetch={"state": {"running": {}}}, export={"state": {"waiting": {}}})
-    status = derive_status(sammodel(), Observed(deployment(1, 0), [fetching]), NOW, SETTINGS)
+    status = derive_status(sammodel(), Observed(deployment(1, 0), [fetching]), NOW)
     assert cond(status, "Ready")["reason"] == "CheckpointFetching"
     assert cond(status, "ModelCached")["reason"] == "CheckpointFetching"
     assert cond(status, "Degraded")["status"] == "False"
     loading = pod(fetch=DONE, export=DONE, encoder={"started": False, "state": {"running": {}}})
-    status = derive_status(sammodel(), Observed(deployment(1, 0), [loading]), NOW, SETTINGS)
+    status = derive_status(sammodel(), Observed(deployment(1, 0), [loading]), NOW)
     assert cond(status, "Ready")["reason"] == "ModelLoading"
 
 
 def test_image_pull_failure() -> None:
     pulling = pod(phase="Pending", fetch={"state": {"waiting": {"reason": "ImagePullBackOff", "message": "nope"}}})
-    status = derive_status(sammodel(), Observed(deployment(1, 0), [pulling]), NOW, SETTINGS)
+    status = derive_status(sammodel(), Observed(deployment(1, 0), [pulling]), NOW)
     assert cond(status, "Ready")["reason"] == "ImagePullFailed"
 
 
@@ -221,7 +219,7 @@ def test_rolling_update_is_progressing_while_old_replicas_still_serve() -> None:
     b = sammodel(replicas=2)
     dep = deployment(replicas=3, ready=2, updated=1, available=2, generation=4)
     pods = [ready_pod("sam-x-a"), ready_pod("sam-x-b"), pod("sam-x-c", fetch={"state": {"running": {}}})]
-    status = derive_status(b, Observed(dep, pods), NOW, SETTINGS)
+    status = derive_status(b, Observed(dep, pods), NOW)
     assert cond(status, "Ready")["status"] == "True"
     progressing = cond(status, "Progressing")
     assert (progressing["status"], progressing["reason"]) == ("True", "RolloutInProgress")
@@ -230,7 +228,7 @@ def test_rolling_update_is_progressing_while_old_replicas_still_serve() -> None:
 def test_deployment_not_yet_observed_is_in_progress() -> None:
     dep = deployment(1, 1)
     dep["metadata"]["generation"] = 2
-    status = derive_status(sammodel(), Observed(dep, [ready_pod()]), NOW, SETTINGS)
+    status = derive_status(sammodel(), Observed(dep, [ready_pod()]), NOW)
     assert cond(status, "Progressing")["reason"] == "RolloutInProgress"
 
 
@@ -239,7 +237,7 @@ def test_progress_deadline_exceeded_is_degraded() -> None:
     dep["status"]["conditions"] = [
         {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}
     ]
-    status = derive_status(sammodel(), Observed(dep, [pod(fetch=DONE, export=DONE)]), NOW, SETTINGS)
+    status = derive_status(sammodel(), Observed(dep, [pod(fetch=DONE, export=DONE)]), NOW)
     assert cond(status, "Progressing")["reason"] == "ProgressDeadlineExceeded"
     assert cond(status, "Degraded")["status"] == "True"
 
@@ -248,19 +246,19 @@ def test_partial_readiness_is_ready_but_degraded_when_a_replica_cannot_schedule(
     pending = pod(
         "sam-x-2", phase="Pending", node=None, scheduled={"status": "False", "message": "Insufficient nvidia.com/gpu"}
     )
-    status = derive_status(sammodel(replicas=2), Observed(deployment(2, 1), [ready_pod(), pending]), NOW, SETTINGS)
+    status = derive_status(sammodel(replicas=2), Observed(deployment(2, 1), [ready_pod(), pending]), NOW)
     assert cond(status, "Ready")["reason"] == "PartiallyReady"
     assert cond(status, "Degraded")["reason"] == "InsufficientGPU"
 
 
 def test_no_deployment_yet() -> None:
-    status = derive_status(sammodel(), Observed(), NOW, SETTINGS)
+    status = derive_status(sammodel(), Observed(), NOW)
     assert cond(status, "Ready")["reason"] == "DeploymentPending"
     assert status["readyReplicas"] == 0
 
 
 def test_scaled_to_zero() -> None:
-    status = derive_status(sammodel(replicas=0), Observed(deployment(0, 0), []), NOW, SETTINGS)
+    status = derive_status(sammodel(replicas=0), Observed(deployment(0, 0), []), NOW)
     assert cond(status, "Ready")["reason"] == "ScaledToZero"
     assert cond(status, "Progressing")["reason"] == "RolloutComplete"
 
@@ -268,7 +266,7 @@ def test_scaled_to_zero() -> None:
 def test_invalid_spec_becomes_conditions_not_an_exception() -> None:
     b = sammodel()
     b["spec"]["runtime"] = {"device": "cpu"}  # gpus defaults to 1
-    status = derive_status(b, Observed(), NOW, SETTINGS)
+    status = derive_status(b, Observed(), NOW)
     ready = cond(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert "spec.resources.gpus must be 0" in ready["message"]
@@ -278,16 +276,16 @@ def test_invalid_spec_becomes_conditions_not_an_exception() -> None:
 
 def test_same_inputs_give_identical_output_and_transition_times_stick() -> None:
     observed = Observed(deployment(1, 1), [ready_pod()])
-    first = derive_status(sammodel(), observed, NOW, SETTINGS)
-    assert derive_status(sammodel(), observed, NOW, SETTINGS) == first
-    again = derive_status(sammodel(status=first), observed, LATER, SETTINGS)
+    first = derive_status(sammodel(), observed, NOW)
+    assert derive_status(sammodel(), observed, NOW) == first
+    again = derive_status(sammodel(status=first), observed, LATER)
     assert again == first
 
 
 def test_transition_time_moves_only_when_status_changes() -> None:
     pending = Observed(deployment(1, 0), [pod(phase="Pending", fetch={"state": {"running": {}}})])
-    first = derive_status(sammodel(), pending, NOW, SETTINGS)
-    second = derive_status(sammodel(status=first), Observed(deployment(1, 1), [ready_pod()]), LATER, SETTINGS)
+    first = derive_status(sammodel(), pending, NOW)
+    second = derive_status(sammodel(status=first), Observed(deployment(1, 1), [ready_pod()]), LATER)
     assert cond(second, "Ready")["lastTransitionTime"] == "2026-01-01T00:03:00Z"
     assert cond(second, "Degraded")["lastTransitionTime"] == cond(first, "Degraded")["lastTransitionTime"]
 
@@ -296,23 +294,20 @@ def test_inputs_are_not_modified() -> None:
     b = sammodel()
     observed = Observed(deployment(1, 1), [ready_pod()])
     snapshot = (copy.deepcopy(b), copy.deepcopy(observed))
-    derive_status(b, observed, NOW, SETTINGS)
+    derive_status(b, observed, NOW)
     assert (b, observed) == snapshot
 
 
-def test_http_port_is_kept_and_moves_only_on_conflict() -> None:
+def test_status_carries_the_port_reconcile_decided() -> None:
     b = sammodel(status={"cvat": {"httpPort": 32800}})
-    status = derive_status(b, Observed(deployment(1, 1), [ready_pod()]), NOW, SETTINGS)
-    assert status["cvat"]["httpPort"] == 32800
-    moved = derive_status(
-        b, Observed(deployment(1, 1), [ready_pod()], taken_http_ports=frozenset({32800})), NOW, SETTINGS
-    )
-    assert moved["cvat"]["httpPort"] != 32800
+    status = derive_status(b, Observed(deployment(1, 1), [ready_pod()], http_port=32801), NOW)
+    assert status["cvat"]["httpPort"] == 32801
+    assert "httpPort" not in derive_status(b, Observed(deployment(1, 1), [ready_pod()]), NOW)["cvat"]
 
 
 def test_cvat_disabled_has_no_port_and_masks_mode_has_a_derived_name() -> None:
     b = sammodel(cvat={"enabled": False, "mode": "masks"})
-    cvat = derive_status(b, Observed(deployment(1, 1), [ready_pod()]), NOW, SETTINGS)["cvat"]
+    cvat = derive_status(b, Observed(deployment(1, 1), [ready_pod()], http_port=32800), NOW)["cvat"]
     assert cvat["enabled"] is False and "httpPort" not in cvat
     assert cvat["functionName"] == "sam-ns-x"
 
@@ -320,5 +315,5 @@ def test_cvat_disabled_has_no_port_and_masks_mode_has_a_derived_name() -> None:
 def test_terminating_pods_are_ignored() -> None:
     dying = pod("sam-x-old", encoder={"state": {"waiting": {"reason": "CrashLoopBackOff"}}})
     dying["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    status = derive_status(sammodel(), Observed(deployment(1, 1), [ready_pod(), dying]), NOW, SETTINGS)
+    status = derive_status(sammodel(), Observed(deployment(1, 1), [ready_pod(), dying]), NOW)
     assert cond(status, "Degraded")["status"] == "False"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sam_operator.cvat import allocate_http_port
-from sam_operator.ports import PortBook
+from sam_operator.ports import PortBook, allocate_http_port
 from sam_operator.store import Store, trim
 
 

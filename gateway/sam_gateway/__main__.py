@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from sam_contract import logs
 
-from sam_gateway.app import create_app, notify_changed
+from sam_gateway.app import attach_activator, create_app, notify_changed
+from sam_gateway.scaler import KubeScaler
 from sam_gateway.settings import GatewaySettings
 from sam_gateway.state import CATALOG
-from sam_gateway.watcher import ClusterWatcher
+from sam_gateway.watcher import ClusterWatcher, build_api_client
 
 
 def configure_logging(settings: GatewaySettings) -> None:
@@ -33,6 +34,8 @@ def build_app(settings: GatewaySettings) -> web.Application:
         watcher.stop()
 
     app.cleanup_ctx.append(watch_cluster)
+    if settings.scale_to_zero_enabled:
+        attach_activator(app, KubeScaler(build_api_client(settings)))
     return app
 
 

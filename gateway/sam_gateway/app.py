@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
+from sam_gateway.activator import Activator, Scaler
 from sam_gateway.catalog import Catalog
 from sam_gateway.direct import DirectListeners
 from sam_gateway.metrics import GatewayMetrics
@@ -22,6 +23,7 @@ from sam_gateway.proxy import Forwarder
 from sam_gateway.routes import add_direct_routes, add_routes, token_auth
 from sam_gateway.settings import GatewaySettings
 from sam_gateway.state import (
+    ACTIVATOR,
     CATALOG,
     CHANGED,
     DIRECT,
@@ -51,6 +53,31 @@ def create_app(settings: GatewaySettings, catalog: Catalog | None = None) -> web
     app.cleanup_ctx.append(_client_ctx)
     app.cleanup_ctx.append(_direct_ctx)
     return app
+
+
+def attach_activator(app: web.Application, scaler: Scaler) -> None:
+    """Scale to zero (:mod:`sam_gateway.activator`): wake held invocations, put idle models to sleep."""
+
+    async def activator_ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
+
+            async def fetch_metrics(replica: str) -> str:
+                async with session.get(f"http://{replica}/metrics") as response:
+                    response.raise_for_status()
+                    return await response.text()
+
+            app[ACTIVATOR] = Activator(
+                app[CATALOG], app[METRICS], scaler, fetch_metrics, wake_timeout_s=settings.wake_timeout_s
+            )
+            task = asyncio.create_task(app[ACTIVATOR].run(settings.scale_to_zero_interval_s), name="sam-gateway-sleep")
+            yield
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.cleanup_ctx.append(activator_ctx)
 
 
 def notify_changed(app: web.Application) -> None:

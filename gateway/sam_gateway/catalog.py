@@ -26,6 +26,20 @@ ObjectKey = tuple[str, str]  # (namespace, name)
 
 
 @dataclass(frozen=True)
+class Autoscaling:
+    """What the activator needs of ``spec.autoscaling`` (only for an autoscaled SamModel)."""
+
+    provider: str  # hpa | keda
+    min_replicas: int
+    quiet_period_s: int
+    spec_replicas: int  # spec.replicas now: 0 while the model sleeps
+
+    @property
+    def scales_to_zero(self) -> bool:
+        return self.min_replicas == 0
+
+
+@dataclass(frozen=True)
 class Function:
     """One CVAT function, derived from a Ready, CVAT-enabled SamModel."""
 
@@ -39,6 +53,8 @@ class Function:
     selector: Mapping[str, str]
     created: str = ""
     resource_version: str = ""
+    uid: str = ""
+    autoscaling: Autoscaling | None = None
 
     @property
     def model_key(self) -> ObjectKey:
@@ -221,7 +237,25 @@ def derive_function(body: Body) -> Function | None:
         selector=parse_selector(status.get("selector"), name),
         created=str(meta.get("creationTimestamp") or ""),
         resource_version=str(meta.get("resourceVersion") or ""),
+        uid=str(meta.get("uid") or ""),
+        autoscaling=derive_autoscaling(body.get("spec") or {}),
     )
+
+
+def derive_autoscaling(spec: Mapping[str, Any]) -> Autoscaling | None:
+    """``spec.autoscaling`` with the CRD's defaults, when enabled (the API server applied them already)."""
+    autoscaling = spec.get("autoscaling") or {}
+    if not isinstance(autoscaling, Mapping) or not autoscaling.get("enabled"):
+        return None
+    try:
+        return Autoscaling(
+            provider=str(autoscaling.get("provider") or "hpa"),
+            min_replicas=int(autoscaling.get("minReplicas", 1)),
+            quiet_period_s=int(autoscaling.get("quietPeriodSeconds", 900)),
+            spec_replicas=int(spec.get("replicas", 1)),
+        )
+    except (TypeError, ValueError):
+        return None
 
 
 def parse_selector(selector: object, model_name: str) -> dict[str, str]:

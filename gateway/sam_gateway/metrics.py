@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -71,6 +71,32 @@ class GatewayMetrics:
             "sam_gateway_routing_decisions",
             "Replica choices: primary (first candidate), retry (a fallback), no_replica",
             ["function", "outcome"],
+            registry=self.registry,
+        )
+        # Scale to zero (sam_gateway.activator).
+        self.held_invocations = Gauge(
+            "sam_gateway_held_invocations",
+            "Invocations waiting for a model woken from zero replicas",
+            ["function"],
+            registry=self.registry,
+        )
+        self.wakes = Counter(
+            "sam_gateway_wakes",
+            "Models woken from zero replicas, by function and reason (dashboard_invocation|direct_invocation)",
+            ["function", "reason"],
+            registry=self.registry,
+        )
+        self.sleeps = Counter(
+            "sam_gateway_sleeps",
+            "Idle models scaled to zero replicas by the gateway",
+            ["function"],
+            registry=self.registry,
+        )
+        self.wake_duration = Histogram(
+            "sam_gateway_wake_duration_seconds",
+            "From the invocation that woke a model to its first ready replica",
+            ["function"],
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.catalog = catalog

@@ -49,10 +49,11 @@ REPLICA_HEADER = "X-Sam-Gateway-Replica"
 class InvocationError(Exception):
     """An invocation the gateway answers itself; ``status`` is the HTTP status to return."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after_s = retry_after_s  # sent as Retry-After (a model waking from zero)
 
 
 @dataclass(frozen=True)
@@ -111,13 +112,17 @@ class Forwarder:
         path: str,
         body: bytes,
         headers: Mapping[str, str],
+        timeout_s: float | None = None,
     ) -> UpstreamResponse:
-        """Send to ``candidates`` in order until one answers; raise :class:`InvocationError` otherwise."""
+        """Send to ``candidates`` in order until one answers; raise :class:`InvocationError` otherwise.
+
+        ``timeout_s`` shortens the deadline (an invocation that already waited for a model to wake)."""
         if not candidates:
             self._metrics.routing_decisions.labels(function, "no_replica").inc()
             raise InvocationError(503, f"Failed to invoke function: no ready replica of {function!r}")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._upstream_timeout_s
+        budget = self._upstream_timeout_s if timeout_s is None else min(timeout_s, self._upstream_timeout_s)
+        deadline = loop.time() + budget
         outgoing = filter_request_headers(headers)
         failures: list[str] = []
         for attempt, replica in enumerate(candidates):

@@ -20,21 +20,24 @@ from sam_gateway import nuclio
 from sam_gateway.catalog import Function
 from sam_gateway.proxy import InvocationError
 from sam_gateway.routing import image_digest, rank_replicas
-from sam_gateway.state import CATALOG, DIRECT_PORT, FORWARDER, METRICS, PARENT, SETTINGS
+from sam_gateway.state import ACTIVATOR, CATALOG, DIRECT_PORT, FORWARDER, METRICS, PARENT, SETTINGS
 
 FUNCTION_NAME_HEADER = "x-nuclio-function-name"
 FUNCTION_NAMESPACE_HEADER = "x-nuclio-function-namespace"
 PROJECT_HEADER = "x-nuclio-project-name"
 PATH_HEADER = "x-nuclio-path"
+# CVAT's own deadline for an invocation is 120 s; a held invocation is answered within this much.
+_CVAT_BUDGET_S = 115.0
 # Hashing a large body (base64 decode + sha256 of tens of MB) leaves the event loop above this size.
 _OFFLOAD_DIGEST_BYTES = 256 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error(status: int, message: str) -> web.Response:
-    """A Nuclio-style JSON error body."""
-    return web.json_response({"error": message}, status=status)
+def error(status: int, message: str, retry_after_s: int | None = None) -> web.Response:
+    """A Nuclio-style JSON error body (with ``Retry-After`` when the caller should come back later)."""
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
+    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 # ------------------------------------------------------------------- discovery
@@ -103,14 +106,26 @@ async def invoke(
         digest = await asyncio.to_thread(image_digest, body)
     else:
         digest = image_digest(body)
-    candidates = rank_replicas(digest, app[CATALOG].replicas(function))
+    activator = app.get(ACTIVATOR)
     try:
+        if activator is None:
+            replicas, budget = app[CATALOG].replicas(function), None
+        else:  # a model scaled to zero is woken, this invocation held until a replica is Ready
+            replicas = await activator.replicas_for(function, mode)
+            budget = _CVAT_BUDGET_S - (time.perf_counter() - started)
+        candidates = rank_replicas(digest, replicas)
         upstream = await app[FORWARDER].forward(
-            function.name, candidates, method=request.method, path=path, body=body, headers=request.headers
+            function.name,
+            candidates,
+            method=request.method,
+            path=path,
+            body=body,
+            headers=request.headers,
+            timeout_s=budget,
         )
         response = web.Response(status=upstream.status, body=upstream.body, headers=upstream.headers)
     except InvocationError as exc:
-        response = error(exc.status, exc.message)
+        response = error(exc.status, exc.message, exc.retry_after_s)
     metrics = app[METRICS]
     metrics.request_duration.labels(function.name).observe(time.perf_counter() - started)
     _count(app, function.name, mode, response.status)

@@ -59,6 +59,22 @@ class GatewaySettings(BaseSettings):
     upstream_timeout_s: float = Field(
         default=100.0, gt=0, lt=120, description="Deadline for one invocation, retries included (< CVAT's 120 s)."
     )
+    wake_timeout_s: float = Field(
+        default=90.0,
+        gt=0,
+        lt=120,
+        description=(
+            "How long an invocation of a model scaled to zero is held for a replica to become Ready; then 503 with "
+            "Retry-After. The forward after the wake gets what is left of 115 s (CVAT gives up at 120 s)."
+        ),
+    )
+    scale_to_zero_interval_s: float = Field(
+        default=15.0, gt=0, description="How often idle minReplicas-0 SamModels are checked against their quiet period."
+    )
+    scale_to_zero_enabled: bool = Field(
+        default=True,
+        description="Put idle minReplicas-0 SamModels to sleep and wake them (needs sammodels/scale RBAC).",
+    )
     connect_timeout_s: float = Field(default=3.0, gt=0, description="TCP connect timeout per replica attempt.")
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Largest accepted invocation body.")
     watch_timeout_s: int = Field(

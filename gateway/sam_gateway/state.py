@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from sam_gateway.activator import Activator
 from sam_gateway.catalog import Catalog
 from sam_gateway.direct import DirectListeners
 from sam_gateway.metrics import GatewayMetrics
@@ -17,6 +18,8 @@ CATALOG = web.AppKey("catalog", Catalog)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 FORWARDER = web.AppKey("forwarder", Forwarder)
 DIRECT = web.AppKey("direct", DirectListeners)
+# Scale to zero; absent when the gateway runs without API access for it (tests, scale_to_zero_enabled false).
+ACTIVATOR = web.AppKey("activator", Activator)
 CHANGED = web.AppKey("catalog_changed", asyncio.Event)
 # On a direct-mode app: the main app, whose state it uses.
 PARENT = web.AppKey("parent", web.Application)

@@ -47,6 +47,8 @@ REASON_DECODER_EXPORTING = "DecoderExporting"
 REASON_MODEL_LOADING = "ModelLoading"
 REASON_VOLUME_PENDING = "VolumePending"
 REASON_SCALED_TO_ZERO = "ScaledToZero"
+#: A minReplicas-0 SamModel whose replicas are starting: still invocable (the gateway holds invocations).
+REASON_WAKING_UP = "WakingUp"
 REASON_NO_REPLICAS_READY = "NoReplicasReady"
 # Reasons: failures.
 REASON_INVALID_SPEC = "InvalidSpec"

@@ -66,6 +66,7 @@ def _rollout(model: SamModel, observed: Observed) -> Rollout:
         diagnoses=diagnoses,
         shared_volume=model.spec.cache.shared_volume.enabled,
         pvc_phase=((observed.pvc or {}).get("status") or {}).get("phase"),
+        on_demand=model.spec.scales_to_zero,
     )
 
 

@@ -39,6 +39,9 @@ class Rollout:
     diagnoses: Sequence[PodDiagnosis]  # one per live encoder pod, sorted by pod name
     shared_volume: bool  # whether the model cache is a PVC that must be Bound
     pvc_phase: str | None  # that PVC's phase (None: missing or not used)
+    #: spec.autoscaling.minReplicas 0: at 0 replicas, or starting, the model is still invocable (the gateway
+    #: wakes it and holds the invocation), so Ready stays True unless something failed.
+    on_demand: bool = False
 
 
 def _join(messages: Iterable[str]) -> str:
@@ -114,8 +117,15 @@ def derive_conditions(
     progress_reasons = {d.progress for d in diagnoses if d.progress}
     progress_detail = _join(d.message for d in diagnoses if d.progress)
 
-    # Ready: at least one replica serves (the gateway lists the function then).
-    if desired == 0:
+    # Ready: at least one replica serves, or an on-demand model can be woken (the gateway lists the function then).
+    if desired == 0 and rollout.on_demand:
+        out.put(
+            c.READY,
+            "True",
+            c.REASON_SCALED_TO_ZERO,
+            "asleep at 0 replicas (spec.autoscaling.minReplicas 0); the gateway wakes it on the next invocation",
+        )
+    elif desired == 0:
         out.put(c.READY, "False", c.REASON_SCALED_TO_ZERO, "spec.replicas is 0")
     elif ready >= desired:
         out.put(c.READY, "True", c.REASON_ALL_REPLICAS_READY, f"{ready}/{desired} replicas ready")
@@ -127,6 +137,9 @@ def derive_conditions(
         out.put(c.READY, "False", failure[0], failure[1])
     elif pvc_pending:
         out.put(c.READY, "False", c.REASON_VOLUME_PENDING, pvc_text)
+    elif rollout.on_demand:
+        detail = f"; {progress_detail}" if progress_detail else ""
+        out.put(c.READY, "True", c.REASON_WAKING_UP, f"0/{desired} replicas ready, starting on demand{detail}")
     elif progress_reasons:
         reason = next(r for r in _PROGRESS_ORDER if r in progress_reasons)
         out.put(c.READY, "False", reason, f"0/{desired} replicas ready; {progress_detail}")

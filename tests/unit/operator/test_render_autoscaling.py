@@ -4,6 +4,7 @@ mode's decision)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from sam_operator.render.autoscaling import (
 )
 from sam_operator.resources import InvalidSpec, SamModel, parse_sammodel
 from sam_operator.settings import OperatorSettings
+from sam_operator.status import Observed, derive_status
 
 PROMETHEUS = "http://prometheus.monitoring.svc:9090"
 
@@ -133,3 +135,31 @@ def test_bad_autoscaling_fields_are_invalid_specs(bad: dict[str, Any]) -> None:
     parsed = parse_sammodel(body)
     assert isinstance(parsed, InvalidSpec)
     assert "spec.autoscaling" in parsed.message
+
+
+def _status_of(replicas: int, min_replicas: int, deployment: dict[str, Any] | None) -> dict[str, str]:
+    body = {
+        "apiVersion": "samoperator.io/v1alpha1",
+        "kind": "SamModel",
+        "metadata": {"name": "sam-b", "namespace": "cvat", "uid": "u1", "generation": 3},
+        "spec": {
+            "model": {"variant": "vit_b", "checkpoint": {"url": "http://x/sam.pth", "sha256": "a" * 64}},
+            "replicas": replicas,
+            "autoscaling": {"enabled": True, "minReplicas": min_replicas, "maxReplicas": 4, "targetQueueDepth": 2},
+        },
+    }
+    status = derive_status(body, Observed(deployment=deployment), datetime(2026, 1, 1, tzinfo=UTC))
+    (ready,) = [c for c in status["conditions"] if c["type"] == "Ready"]
+    return {"status": ready["status"], "reason": ready["reason"], "message": ready["message"]}
+
+
+def test_a_sleeping_on_demand_model_stays_ready_so_cvat_keeps_the_tool() -> None:
+    deployment = {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "replicas": 0}}
+    asleep = _status_of(replicas=0, min_replicas=0, deployment=deployment)
+    assert (asleep["status"], asleep["reason"]) == ("True", "ScaledToZero")
+    assert "wakes it on the next invocation" in asleep["message"]
+    waking = _status_of(replicas=1, min_replicas=0, deployment=deployment)
+    assert (waking["status"], waking["reason"]) == ("True", "WakingUp")
+    # Without minReplicas 0 a model with no ready replica is not Ready (nothing would wake it).
+    plain = _status_of(replicas=1, min_replicas=1, deployment=deployment)
+    assert plain["status"] == "False"

@@ -74,7 +74,7 @@ def test_the_function_is_listed_and_the_embedding_has_cvats_shape(demo: tuple[Pa
 
 
 def test_the_saved_mask_matches_the_models_mask_for_the_same_click(demo: tuple[Path, str]) -> None:
-    from sam_inference.model import load_sam
+    from sam_inference.torch_models.model import load_sam
     from segment_anything import SamPredictor
     from segment_anything.utils.onnx import SamOnnxModel
 

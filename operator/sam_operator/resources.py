@@ -183,6 +183,7 @@ class AutoscalingSpec(_Model):
     min_replicas: int = Field(default=1, ge=0, le=1000)
     max_replicas: int = Field(default=2, ge=1, le=1000)
     quiet_period_seconds: int = Field(default=900, ge=10, le=604800)
+    scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)
     target_queue_depth: int | None = Field(default=None, ge=1, le=100000)
     target_latency_milliseconds: int | None = Field(default=None, ge=1, le=600000)
 

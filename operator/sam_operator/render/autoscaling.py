@@ -52,11 +52,14 @@ KEDA_API_VERSION = "keda.sh/v1alpha1"
 LATENCY_HISTOGRAM = "sam_inference_request_duration_seconds"
 #: The rate window of the latency average (KEDA's query; the chart's adapter rule uses the same).
 RATE_WINDOW = "2m"
-# Encoder pods take minutes to load a model: scale up promptly, scale down slowly.
-BEHAVIOR: dict[str, Any] = {
-    "scaleUp": {"stabilizationWindowSeconds": 0},
-    "scaleDown": {"stabilizationWindowSeconds": 300},
-}
+
+
+def _behavior(model: SamModel) -> dict[str, Any]:
+    """Encoder pods take minutes to load a model: scale up promptly, scale down slowly (by default)."""
+    return {
+        "scaleUp": {"stabilizationWindowSeconds": 0},
+        "scaleDown": {"stabilizationWindowSeconds": model.spec.autoscaling.scale_down_stabilization_seconds},
+    }
 
 
 def _pods_metric(name: str, average_value: str) -> dict[str, Any]:
@@ -99,7 +102,7 @@ def build_hpa(model: SamModel) -> dict[str, Any] | None:
             "minReplicas": _floor(model),
             "maxReplicas": autoscaling.max_replicas,
             "metrics": metrics,
-            "behavior": BEHAVIOR,
+            "behavior": _behavior(model),
         },
     }
 
@@ -180,7 +183,10 @@ def build_scaledobject(model: SamModel, prometheus_address: str, *, api_availabl
                 else {}
             ),
             "advanced": {
-                "horizontalPodAutoscalerConfig": {"name": f"keda-{child_name(model.name)}", "behavior": BEHAVIOR}
+                "horizontalPodAutoscalerConfig": {
+                    "name": f"keda-{child_name(model.name)}",
+                    "behavior": _behavior(model),
+                }
             },
             "triggers": triggers,
         },

@@ -40,6 +40,10 @@ stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [[ ! -f $stamp ]]; then
   log "installing Python dependencies into .venv (torch is large: several minutes on a cold cache; log: $LOGS/pip.log)"
   quiet "$LOGS/pip-upgrade.log" .venv/bin/pip install -q --upgrade pip
+  # sam2 (SAM 2.1) is an sdist whose build needs torch: torch first, then sam2 built against it (pure Python, no
+  # CUDA extension), then the project, whose extras add sam2's own dependencies (hydra-core, iopath).
+  quiet "$LOGS/pip.log" .venv/bin/pip install 'torch>=2.2' 'torchvision>=0.17' setuptools wheel
+  quiet "$LOGS/pip-sam2.log" env SAM2_BUILD_CUDA=0 .venv/bin/pip install --no-deps --no-build-isolation 'sam2==1.1.0'
   quiet "$LOGS/pip.log" .venv/bin/pip install -e '.[operator,inference,dev]'
   rm -f .venv/.installed-*; touch "$stamp"
 fi

@@ -23,8 +23,6 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
-# The e2e harness (kwok pod processes, CVAT-shaped calls) lives with the tests; the demo reuses it as is.
-sys.path.insert(0, str(REPO / "tests"))
 VENV_BIN = Path(sys.executable).parent
 TTY = sys.stdout.isatty()
 

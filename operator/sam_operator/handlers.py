@@ -29,7 +29,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo["settings"] = op_settings
     settings.peering.standalone = True
     settings.posting.level = logging.WARNING  # warnings and errors become Events on the SamModel
-    kube = Kube(load_api_client(pool_size=op_settings.workers + 16), discovery_ttl=op_settings.discovery_ttl_seconds)
+    kube = Kube(
+        load_api_client(pool_size=op_settings.workers + 16),
+        discovery_ttl=op_settings.discovery_ttl_seconds,
+        field_manager=op_settings.field_manager,
+    )
     memo["controller"] = Controller(kube, op_settings).start()
 
 

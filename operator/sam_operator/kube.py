@@ -20,7 +20,6 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from sam_operator import metrics
 
-FIELD_MANAGER = "sam-operator"
 #: (connect, read) seconds for every API call without its own timeout. The client's default is none at all: a
 #: connection whose far end vanished without a FIN/RST would hang its caller forever, holding that SamModel's
 #: reconcile lock (tests/faults: test_connections_that_go_silent_do_not_freeze_the_operator).
@@ -59,9 +58,12 @@ class Kube:
     (an API that appears, such as ServiceMonitor once prometheus-operator is installed, is noticed that late).
     """
 
-    def __init__(self, api_client: client.ApiClient, discovery_ttl: float = 30.0) -> None:
+    def __init__(
+        self, api_client: client.ApiClient, discovery_ttl: float = 30.0, field_manager: str = "sam-operator"
+    ) -> None:
         _bound_requests(api_client, REQUEST_TIMEOUT)
         self.api_client = api_client
+        self.field_manager = field_manager  # settings.field_manager: who owns the fields we apply
         self.dynamic = dynamic.DynamicClient(api_client)
         self._discovery_lock = threading.RLock()
         self._discovery_ttl = discovery_ttl
@@ -178,7 +180,7 @@ class Kube:
             body=body,
             name=meta["name"],
             namespace=meta.get("namespace"),
-            field_manager=FIELD_MANAGER,
+            field_manager=self.field_manager,
             force_conflicts=True,
             serialize=False,
             _request_timeout=REQUEST_TIMEOUT,

@@ -1,6 +1,7 @@
 """Operator-wide settings (``OperatorSettings``), read once from ``SAM_OPERATOR_*`` environment variables.
 
-Built in ``__main__`` and passed down to ``render`` / ``status`` / ``reconcile``; never a module-level global.
+Built in ``__main__`` (kopf startup in ``handlers``) and passed down to ``kube``, ``render`` and ``reconcile``; never
+a module-level global, and never read from the environment in pure code (``status`` gets what ``reconcile`` decided).
 Nested groups use ``__`` as delimiter (pydantic-settings), e.g. ``SAM_OPERATOR_NAMESPACES='["a","b"]'``.
 """
 

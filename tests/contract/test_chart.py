@@ -17,26 +17,14 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from harness import missing_tool
-from harness.cluster import REPO, k8s_bin_dir
+from harness.cluster import REPO
+from harness.helm import CHART, helm
 from sam_gateway.settings import GatewaySettings
 from sam_operator.settings import OperatorSettings
 
-CHART = REPO / "charts" / "sam-operator"
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
-
-
-def helm_bin() -> str:
-    path = k8s_bin_dir() / "helm"
-    if not path.exists():
-        missing_tool("helm not built (hack/build-tools.sh)")
-    return str(path)
-
-
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([helm_bin(), *args], capture_output=True, text=True, check=check, timeout=120)
 
 
 @cache

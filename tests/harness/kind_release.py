@@ -13,10 +13,10 @@ from typing import Any
 import yaml
 
 from harness.cluster import REPO, Cluster
+from harness.helm import helm as run_helm
 from harness.kind import ready_pods
 from harness.sam import wait_condition
 
-CHART = REPO / "charts" / "sam-operator"
 RELEASE = "sam"
 ENCODER_SELECTOR = "app.kubernetes.io/component=encoder,app.kubernetes.io/instance={}"
 TINY_FILE = "sam_vit_tiny.pth"
@@ -67,14 +67,8 @@ def restricted_namespace(cluster: Cluster, prefix: str) -> str:
 
 
 def helm(cluster: Cluster, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [cluster.helm_path, "--kubeconfig", str(cluster.kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, f"helm {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
-    return proc
+    """helm against the kind cluster (long default timeout: images are pulled from the node's store)."""
+    return run_helm(*args, cluster=cluster, timeout=timeout)
 
 
 def checkpoint_server_manifests(image: str) -> list[dict[str, Any]]:

@@ -24,41 +24,19 @@ from typing import Any
 import pytest
 import yaml
 from harness import missing_tool
-from harness.cluster import REPO, Cluster, k8s_bin_dir, wait_for
+from harness.cluster import Cluster, wait_for
 from harness.cvat import CvatClient, interactor_payload, synthetic_image
+from harness.helm import CHART, write_rules
 from harness.operator import RunningOperator, sammodel
 from harness.processes import VENV_BIN, ManagedProcess, free_port, http_get
 from harness.sam import wait_condition
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-CHART = REPO / "charts" / "sam-operator"
 ANNOTATION = "samoperator.io/test-address"
 RATE_INTERVAL = "1m"
 # Metrics that exist only in some environments: GPU memory is exported only where CUDA exists.
 CUDA_ONLY = {"sam_inference_gpu_memory_bytes"}
-
-
-def write_rules(directory: Path) -> Path:
-    """The chart's PrometheusRule spec (release "rel") as a plain rules file."""
-    out = subprocess.run(
-        [
-            str(k8s_bin_dir() / "helm"),
-            "template",
-            "rel",
-            str(CHART),
-            "--set",
-            "metrics.prometheusRule.enabled=true",
-            "--show-only",
-            "templates/prometheusrule.yaml",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    path = directory / "rules.yaml"
-    path.write_text(yaml.safe_dump(yaml.safe_load(out)["spec"]))
-    return path
 
 
 def tools() -> tuple[str, str]:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import yaml
 from harness import missing_tool
-from harness.cluster import REPO, k8s_bin_dir
+from harness.helm import rendered_rules, write_rules
 
-CHART = REPO / "charts" / "sam-operator"
 HERE = Path(__file__).parent
 
 
@@ -19,34 +17,6 @@ def promtool() -> str:
     path = shutil.which("promtool")
     if not path:
         missing_tool("promtool missing (apt-get install prometheus; hack/setup.sh does it)")
-    return path
-
-
-def rendered_rules(**sets: str) -> dict[str, Any]:
-    """The PrometheusRule's spec (a plain Prometheus rules file) as the chart renders it for release 'rel'."""
-    helm = k8s_bin_dir() / "helm"
-    if not helm.exists():
-        missing_tool("helm not built (hack/build-tools.sh)")
-    args = [
-        str(helm),
-        "template",
-        "rel",
-        str(CHART),
-        "--set",
-        "metrics.prometheusRule.enabled=true",
-        "--show-only",
-        "templates/prometheusrule.yaml",
-    ]
-    for key, value in sets.items():
-        args += ["--set", f"{key}={value}"]
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-    spec: dict[str, Any] = yaml.safe_load(out)["spec"]
-    return spec
-
-
-def write_rules(directory: Path) -> Path:
-    path = directory / "rules.yaml"
-    path.write_text(yaml.safe_dump(rendered_rules()))
     return path
 
 

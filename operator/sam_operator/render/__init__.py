@@ -2,7 +2,7 @@
 
 Builders never mutate their input and never talk to the API; ``reconcile`` applies what they return (adding
 owner references with ``owner_reference``). Order: PVC, Deployment, Service, PDB, HPA or ScaledObject, ServiceMonitor,
-NetworkPolicy. Golden-tested in ``tests/unit/operator/test_render.py``.
+NetworkPolicy. Golden-tested in ``tests/unit/operator/test_operator_render.py``.
 """
 
 from __future__ import annotations

@@ -16,27 +16,19 @@ from typing import Any
 
 import pytest
 import yaml
-from harness.cluster import REPO, Cluster, wait_for
+from harness.cluster import Cluster, wait_for
+from harness.helm import CHART
+from harness.helm import helm as run_helm
 from harness.operator import sammodel
 from harness.processes import VENV_BIN, ManagedProcess, free_port, http_get
 from harness.sam import wait_condition
 
 pytestmark = pytest.mark.cluster
 
-CHART = REPO / "charts" / "sam-operator"
-
 
 def helm(cluster: Cluster, *args: str, check: bool = True, timeout: float = 180) -> str:
-    import subprocess
-
-    proc = subprocess.run(
-        [cluster.helm_path, "--kubeconfig", str(cluster.kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    """helm against the test cluster; its stdout and stderr (NOTES, test results) as one text."""
+    proc = run_helm(*args, cluster=cluster, check=check, timeout=timeout)
     return proc.stdout + proc.stderr
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from harness.processes import free_port as free_port  # re-exported: the gateway tests' loopback ports
 from sam_contract.cvat import CvatStatus
 
 SAM_ANNOTATIONS = {
@@ -134,13 +134,6 @@ def invocation_body(image: bytes) -> bytes:
         "obj_bbox": [],
     }
     return json.dumps(payload).encode()
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -1,18 +1,18 @@
 """Reconciles from the watch-fed store, without a cluster: API calls per reconcile, events that make work, echoes.
 
-The fake is at our own boundary (``sam_operator.kube.Kube``): it counts calls and keeps what was written, so the
-tests can assert how many API requests one reconcile makes and that this does not grow with the SamModels.
+The fake is at our own boundary (``sam_operator.kube.Kube``): ``harness.fake_kube.MemoryKube`` counts calls and
+keeps what was written, so the tests can assert how many API requests one reconcile makes and that this does not
+grow with the SamModels.
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
+from harness.fake_kube import MemoryKube
 from sam_operator.controller import Controller, spec_changed
 from sam_operator.informer import Informer
 from sam_operator.ports import status_port
@@ -21,65 +21,6 @@ from sam_operator.settings import OperatorSettings
 from sam_operator.store import Store
 
 SETTINGS = OperatorSettings(direct_port_base=40000, direct_port_range_size=2000, coalesce_seconds=0.05)
-
-
-class FakeKube:
-    def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
-        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.rv = itertools.count(100)
-        self.events: list[dict[str, Any]] = []
-
-    def has_api(self, api_version: str, kind: str) -> bool:
-        self.calls["has_api"] += 1
-        return False
-
-    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        self.calls["get"] += 1
-        return self.objects.get((kind, namespace, name))
-
-    def list(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        self.calls["list"] += 1
-        return []
-
-    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.calls["apply"] += 1
-        stored = copy.deepcopy(body)
-        stored["metadata"].update(uid=f"uid-{body['metadata']['name']}", resourceVersion=str(next(self.rv)))
-        self.objects[(body["kind"], body["metadata"]["namespace"], body["metadata"]["name"])] = stored
-        return stored
-
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        self.calls["delete"] += 1
-
-    def patch_status(
-        self, group: str, version: str, plural: str, namespace: str, name: str, status: dict[str, Any]
-    ) -> dict[str, Any]:
-        self.calls["patch_status"] += 1
-        body = copy.deepcopy(self.objects[("SamModel", namespace, name)])
-        body["status"] = {k: v for k, v in status.items() if v is not None}
-        body["metadata"]["resourceVersion"] = str(next(self.rv))
-        self.objects[("SamModel", namespace, name)] = body
-        return body
-
-    def may_watch(self, api_version: str, kind: str, namespace: str = "") -> bool:
-        return True
-
-    def list_raw(
-        self, api_version: str, kind: str, namespace: str = "", label_selector: str | None = None
-    ) -> tuple[list[dict[str, Any]], str]:
-        self.calls["list_raw"] += 1
-        items = [copy.deepcopy(o) for (k, _, _), o in self.objects.items() if k == kind]
-        for item in items:  # like the API server: a list's items carry no apiVersion and kind
-            item.pop("apiVersion", None)
-            item.pop("kind", None)
-        return items, "1"
-
-    def watch_raw(self, *args: Any) -> Iterator[dict[str, Any]]:
-        self.calls["watch_raw"] += 1
-        while self.events:
-            yield self.events.pop(0)
-        time.sleep(0.01)
 
 
 def sammodel(name: str, port: int | None = None, generation: int = 1) -> dict[str, Any]:
@@ -105,8 +46,8 @@ def sammodel(name: str, port: int | None = None, generation: int = 1) -> dict[st
     return body
 
 
-def reconciler_with(others: int) -> tuple[Reconciler, FakeKube]:
-    kube = FakeKube()
+def reconciler_with(others: int) -> tuple[Reconciler, MemoryKube]:
+    kube = MemoryKube()
     rec = Reconciler(kube, SETTINGS, Store(), watched=lambda kind: True)  # type: ignore[arg-type]
     for i in range(others):
         body = sammodel(f"other-{i}", port=40000 + i)
@@ -179,7 +120,7 @@ def test_status_only_changes_make_no_work_and_spec_changes_do() -> None:
 
 
 def test_children_and_pod_events_are_mapped_to_their_owner_and_coalesced() -> None:
-    controller = Controller(FakeKube(), SETTINGS)  # type: ignore[arg-type]
+    controller = Controller(MemoryKube(), SETTINGS)  # type: ignore[arg-type]
     handled: list[Any] = []
     controller.queue._handler = handled.append  # observe which keys run
     controller.store.put("SamModel", sammodel("a"))
@@ -200,7 +141,7 @@ def test_children_and_pod_events_are_mapped_to_their_owner_and_coalesced() -> No
 
 
 def test_the_informer_ignores_the_echo_of_an_own_write_and_reports_real_changes() -> None:
-    kube = FakeKube()
+    kube = MemoryKube()
     store = Store()
     seen: list[tuple[str, str | None, str | None]] = []
 

@@ -6,11 +6,10 @@ Regenerate the golden files with `.venv/bin/python hack/update-golden.py` and re
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import harness.golden as GOLDEN
 import pytest
 import yaml
 from sam_operator.render import build_children, owner_reference
@@ -19,17 +18,6 @@ from sam_operator.settings import OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = sorted((ROOT / "crds" / "samples").glob("*.yaml"))
-
-
-def _golden_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("update_golden", ROOT / "hack" / "update-golden.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-GOLDEN = _golden_module()
 
 
 def body(**spec: Any) -> dict[str, Any]:

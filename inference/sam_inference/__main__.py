@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .settings import VARIANTS
 
 if TYPE_CHECKING:
     from .predictor import Predictor
@@ -66,6 +67,9 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_decoder(args: argparse.Namespace) -> int:
+    if args.variant in VARIANTS["sam2"]:  # the same init container runs for every SamModel
+        print(f"skipped: no decoder export for SAM 2 ({args.variant}); /v1/decoder.onnx answers 404")
+        return 0
     from .torch_models.export import export_decoder
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
@@ -89,7 +93,7 @@ def _cmd_export_decoder(args: argparse.Namespace) -> int:
 def _cmd_make_tiny(args: argparse.Namespace) -> int:
     from .torch_models.tiny import write_tiny_checkpoint
 
-    print(write_tiny_checkpoint(Path(args.output), seed=args.seed))
+    print(write_tiny_checkpoint(Path(args.output), seed=args.seed, family=args.family))
     return 0
 
 
@@ -113,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export-decoder", help="export the CVAT-format ONNX decoder of a checkpoint")
     export.add_argument("--checkpoint", required=True)
-    export.add_argument("--variant", required=True, choices=["vit_b", "vit_l", "vit_h", "vit_tiny"])
+    export.add_argument("--variant", required=True, choices=[*VARIANTS["sam"], *VARIANTS["sam2"]])
     export.add_argument("--output", required=True, help="CVAT-format decoder (.onnx)")
     export.add_argument("--upstream-output", help="also write the plain upstream SamOnnxModel format here")
     export.add_argument("--quantize", action="store_true", help="dynamically quantise the weights (uint8)")
@@ -121,8 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="export even when the outputs are up to date")
     export.set_defaults(func=_cmd_export_decoder)
 
-    tiny = sub.add_parser("make-tiny", help="write the tiny random vit_tiny checkpoint; prints its sha256")
+    tiny = sub.add_parser(
+        "make-tiny", help="write the tiny random checkpoint (vit_tiny, or hiera_micro for sam2); prints its sha256"
+    )
     tiny.add_argument("--output", required=True)
+    tiny.add_argument("--family", choices=sorted(VARIANTS), default="sam")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_cmd_make_tiny)
     return parser

@@ -120,6 +120,8 @@ async def _load(state: AppState) -> None:
             cache_max_bytes=settings.cache_max_bytes,
             cache_max_entries=settings.cache_max_entries,
             exclusive_cpu=bool(getattr(predictor, "cpu_bound", False)),
+            refine_ttl_s=settings.refine_ttl_s,
+            refine_max_entries=settings.refine_max_entries,
         )
         service.start()
         state.decoder, state.service = decoder, service

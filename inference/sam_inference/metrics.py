@@ -63,6 +63,11 @@ class Metrics:
         self.cache_evictions = Counter(
             f"{PREFIX}_cache_evictions_total", "Embeddings evicted from the cache.", registry=r
         )
+        self.refined_decodes = Counter(
+            f"{PREFIX}_refined_decodes_total",
+            "Mask decodes given the previous click's low-res mask (prompt-prefix refinement).",
+            registry=r,
+        )
         self.cache_bytes = Gauge(f"{PREFIX}_cache_bytes", "Bytes of embeddings in the cache.", registry=r)
         self.cache_entries = Gauge(f"{PREFIX}_cache_entries", "Embeddings in the cache.", registry=r)
         self.model_load_seconds = Gauge(

@@ -1,11 +1,16 @@
 """HTTP handlers of the encoder.
 
-- `POST /`: CVAT's Nuclio function contract (cvat-protocol §2.3, §8). `embedding` mode: `{"blob": base64 of
-  little-endian float32 [1,256,64,64]}` (4,194,304 bytes). `masks` mode: `{"shapes": [CVAT mask shape]}`
-  decoded server-side with SamPredictor semantics (a padding point when there is no box, unlike the
-  browser plugin; cvat-protocol §6.5); no prompts or an empty mask give `{"shapes": []}`.
+- `POST /`: CVAT's Nuclio function contract (cvat-protocol §2.3, §8). `embedding` mode, SAM 1: `{"blob":
+  base64 of little-endian float32 [1,256,64,64]}` (4,194,304 bytes); SAM 2: CVAT PR #8610's three tensors
+  `{"high_res_feats_0": [1,32,256,256], "high_res_feats_1": [1,64,128,128], "image_embed": [1,256,64,64]}`,
+  each base64 of little-endian float32 (sam2-and-prefetch.md §A3). `masks` mode: `{"shapes": [CVAT mask
+  shape]}` decoded server-side with the family's predictor semantics (a padding point when there is no box,
+  unlike SAM 1's browser plugin; cvat-protocol §6.5), refined by the previous click's mask (`refine.py`); no
+  prompts or an empty mask give `{"shapes": []}`.
 - `POST /v1/embeddings`: raw image bytes in; raw little-endian embedding out (`?dtype=float32|float16`),
-  with `X-Embedding-Shape`, `X-Embedding-Dtype`, `X-Image-Height`, `X-Image-Width`, `X-Cache` headers.
+  with `X-Embedding-Shape`, `X-Embedding-Dtype`, `X-Image-Height`, `X-Image-Width`, `X-Cache` headers. For
+  SAM 2 the body is the three tensors back to back in #8610's order and `X-Embedding-Shape` lists their
+  shapes separated by `;`.
 - `POST /v1/masks`: CVAT-style JSON in; `{"width", "height", "score", "bounds", "rle"}` out (RLE over the
   bounds as in CVAT; `bounds`/`rle` null when the mask is empty).
 - `GET /v1/decoder.onnx` (strong ETag, If-None-Match → 304), `/healthz`, `/readyz`, `/metrics`.
@@ -49,9 +54,26 @@ def _parse_cvat(body: bytes) -> tuple[CvatRequest, bytes]:
     return request, decode_base64(request.image)
 
 
+#: CVAT PR #8610's field names for SAM 2's three tensors, in its order (high_res first, then the embedding).
+SAM2_FIELDS = ("high_res_feats_0", "high_res_feats_1", "image_embed")
+
+
+def _b64_float32(array: np.ndarray) -> bytes:
+    return base64.b64encode(np.ascontiguousarray(array, dtype="<f4").tobytes())
+
+
+def _sam2_arrays(embedding: Embedding) -> tuple[np.ndarray, ...]:
+    return (*embedding.high_res, embedding.array)
+
+
 def _blob_response(embedding: Embedding) -> bytes:
-    raw = np.ascontiguousarray(embedding.array, dtype="<f4").tobytes()
-    return b'{"blob": "' + base64.b64encode(raw) + b'"}'
+    if not embedding.high_res:
+        return b'{"blob": "' + _b64_float32(embedding.array) + b'"}'
+    fields = (
+        b'"' + name.encode() + b'": "' + _b64_float32(array) + b'"'
+        for name, array in zip(SAM2_FIELDS, _sam2_arrays(embedding), strict=True)
+    )
+    return b"{" + b", ".join(fields) + b"}"
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -98,10 +120,11 @@ async def embeddings(request: web.Request) -> web.Response:
         if not image:
             raise BadRequestError("body is empty; send the image file bytes")
         embedding, lookup = await service.embedding(image)
+        arrays = _sam2_arrays(embedding) if embedding.high_res else (embedding.array,)
         with service.metrics.stage("serialize"):
-            body = np.ascontiguousarray(embedding.array, dtype=EMBEDDING_DTYPES[dtype]).tobytes()
+            body = b"".join(np.ascontiguousarray(a, dtype=EMBEDDING_DTYPES[dtype]).tobytes() for a in arrays)
         headers = {
-            "X-Embedding-Shape": ",".join(str(d) for d in embedding.array.shape),
+            "X-Embedding-Shape": ";".join(",".join(str(d) for d in a.shape) for a in arrays),
             "X-Embedding-Dtype": dtype,
             "X-Image-Height": str(embedding.height),
             "X-Image-Width": str(embedding.width),

@@ -1,7 +1,7 @@
 """Request-independent core of the encoder: image bytes → embedding (cached, batched) → masks.
 
-Routes call `EmbeddingService`; it owns the cache, the micro-batcher and the decode thread pool, and
-records per-stage latency. No HTTP and no torch here.
+Routes call `EmbeddingService`; it owns the cache, the micro-batcher, the decode thread pool and the
+prompt-prefix refinement store (`refine.py`), and records per-stage latency. No HTTP and no torch here.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import numpy as np
-
 from .batching import MicroBatcher
 from .cache import EmbeddingCache, Lookup
 from .imaging import decode_image
 from .metrics import Metrics
-from .predictor import Embedding, MaskResult, Predictor, PreparedImage, Prompts
+from .predictor import Embedding, ImageFeatures, MaskResult, Predictor, PreparedImage, Prompts
+from .refine import RefinementStore
 
 R = TypeVar("R")
 
@@ -47,13 +46,16 @@ class EmbeddingService:
         cache_max_entries: int,
         decode_threads: int = 2,
         exclusive_cpu: bool = False,
+        refine_ttl_s: float = 0.0,
+        refine_max_entries: int = 0,
     ) -> None:
         self.predictor = predictor
         self.model_id = model_id
         self.metrics = metrics
         self.max_pixels = max_pixels
         self.cache: EmbeddingCache[Embedding] = EmbeddingCache(cache_max_bytes, cache_max_entries, metrics)
-        self.batcher: MicroBatcher[PreparedImage, np.ndarray] = MicroBatcher(
+        self.refinements = RefinementStore(refine_ttl_s, refine_max_entries)
+        self.batcher: MicroBatcher[PreparedImage, ImageFeatures] = MicroBatcher(
             self._run_batch,
             max_batch=max_batch_size,
             wait_s=batch_wait_ms / 1000.0,
@@ -79,7 +81,7 @@ class EmbeddingService:
         """Run a blocking call in the decode pool."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
 
-    def _run_batch(self, batch: Sequence[PreparedImage]) -> list[np.ndarray]:
+    def _run_batch(self, batch: Sequence[PreparedImage]) -> list[ImageFeatures]:
         with self._cpu_turn:
             return self.predictor.embed_batch(batch)
 
@@ -91,18 +93,30 @@ class EmbeddingService:
     async def _compute(self, image: bytes) -> Embedding:
         async with self.batcher.ticket() as ticket:  # 429 before any decoding when the queue is full
             prepared = await self.run_blocking(self._prepare, image)
-            array = await ticket.submit(prepared)
-        return Embedding(array=array, height=prepared.height, width=prepared.width)
+            features = await ticket.submit(prepared)
+        return Embedding(
+            array=features.image_embed, height=prepared.height, width=prepared.width, high_res=features.high_res
+        )
+
+    async def _embedding(self, image: bytes, key: str) -> tuple[Embedding, Lookup]:
+        return await self.cache.get_or_compute(key, lambda: self._compute(image))
 
     async def embedding(self, image: bytes) -> tuple[Embedding, Lookup]:
         """The embedding of `image` and whether it came from the cache."""
-        return await self.cache.get_or_compute(cache_key(image, self.model_id), lambda: self._compute(image))
+        return await self._embedding(image, cache_key(image, self.model_id))
 
     async def masks(self, image: bytes, prompts: Prompts) -> tuple[Embedding, MaskResult | None, Lookup]:
-        """Embedding plus the decoded mask for `prompts` (None when there are no prompts)."""
-        embedding, lookup = await self.embedding(image)
+        """Embedding plus the decoded mask for `prompts` (None when there are no prompts). When `prompts` are a
+        recently decoded set plus one click, that answer's low-res mask is the decoder's `mask_input`."""
+        key = cache_key(image, self.model_id)
+        embedding, lookup = await self._embedding(image, key)
         if prompts.empty:
             return embedding, None, lookup
+        prior = self.refinements.prior(key, prompts)
         with self.metrics.stage("decode_masks"):
-            result = await self.run_blocking(self.predictor.decode_masks, embedding, prompts)
+            result = await self.run_blocking(self.predictor.decode_masks, embedding, prompts, prior)
+        if prior is not None:
+            self.metrics.refined_decodes.inc()
+        if result.low_res is not None:
+            self.refinements.remember(key, prompts, result.low_res)
         return embedding, result, lookup

@@ -9,10 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ModelVariant = Literal["vit_b", "vit_l", "vit_h", "vit_tiny"]
+ModelFamily = Literal["sam", "sam2"]
+#: Per family: the real architectures, then the small random one for tests and demos.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "sam": ("vit_b", "vit_l", "vit_h", "vit_tiny"),
+    "sam2": ("hiera_t", "hiera_s", "hiera_b+", "hiera_l", "hiera_micro"),
+}
+ModelVariant = Literal[
+    "vit_b", "vit_l", "vit_h", "vit_tiny", "hiera_t", "hiera_s", "hiera_b+", "hiera_l", "hiera_micro"
+]
 ServiceMode = Literal["embedding", "masks"]
 Device = Literal["cuda", "cpu"]
 Precision = Literal["auto", "float32", "bfloat16", "float16", "int8"]
@@ -31,7 +39,10 @@ class InferenceSettings(BaseSettings):
 
     host: str = Field("0.0.0.0", description="Listen address.")
     port: int = Field(8080, ge=0, le=65535, description="Listen port.")
-    model_variant: ModelVariant = Field("vit_h", description="SAM backbone; vit_tiny is the test/demo model.")
+    model_family: ModelFamily = Field("sam", description="sam (Segment Anything) or sam2 (SAM 2.1).")
+    model_variant: ModelVariant = Field(
+        "vit_h", description="Backbone of the family (VARIANTS); vit_tiny and hiera_micro are the test/demo models."
+    )
     checkpoint_path: Path = Field(description="Checkpoint file (a state dict).")
     decoder_path: Path | None = Field(None, description="CVAT-format decoder ONNX served at /v1/decoder.onnx.")
     mode: ServiceMode = Field("embedding", description="What POST / returns: CVAT blob or CVAT mask shapes.")
@@ -56,4 +67,17 @@ class InferenceSettings(BaseSettings):
     cache_max_bytes: int = Field(1 * GIB, ge=0, description="Embedding LRU budget in bytes (0 disables).")
     cache_max_entries: int = Field(0, ge=0, description="Embedding LRU entry cap (0 = bytes only).")
     model_id: str | None = Field(None, description="Cache-key identity; defaults to the checkpoint sha256.")
+    refine_ttl_s: float = Field(
+        300.0, ge=0, description="How long a mask's low-res logits wait for the next click (0 disables refinement)."
+    )
+    refine_max_entries: int = Field(256, ge=0, description="Low-res masks kept for refinement (256 KiB each).")
     log_level: str = Field("INFO", description="Python log level.")
+
+    @model_validator(mode="after")
+    def _variant_of_family(self) -> InferenceSettings:
+        if self.model_variant not in VARIANTS[self.model_family]:
+            raise ValueError(
+                f"model_variant {self.model_variant!r} is not a {self.model_family} variant; "
+                f"expected one of {', '.join(VARIANTS[self.model_family])}"
+            )
+        return self

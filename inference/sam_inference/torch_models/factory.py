@@ -1,4 +1,4 @@
-"""The predictor factory `__main__` injects into `create_app`: settings → the torch predictor."""
+"""The predictor factory `__main__` injects into `create_app`: settings → the torch predictor of the family."""
 
 from __future__ import annotations
 
@@ -8,7 +8,18 @@ from .sam_predictor import SamEncoderPredictor
 
 
 def build_predictor(settings: InferenceSettings) -> Predictor:
-    """The SAM predictor for `settings` (not loaded yet: the app loads it in its model-loading task)."""
+    """The predictor for `settings` (not loaded yet: the app loads it in its model-loading task)."""
+    if settings.model_family == "sam2":
+        from .sam2_predictor import Sam2EncoderPredictor  # imports sam2 (and Hydra) only for SAM 2 models
+
+        return Sam2EncoderPredictor(
+            variant=settings.model_variant,
+            checkpoint=settings.checkpoint_path,
+            device=settings.device,
+            precision=settings.precision,
+            engine=settings.engine,
+            warm_up_batch=settings.max_batch_size,
+        )
     return SamEncoderPredictor(
         variant=settings.model_variant,
         checkpoint=settings.checkpoint_path,

@@ -4,8 +4,8 @@ Preprocessing is SamPredictor.set_image's, step for step (cvat-protocol §2.2): 
 (PIL bilinear antialiased resize to longest side 1024), HWC→NCHW, `Sam.preprocess` (normalise, zero-pad to
 1024x1024), then the image encoder prepared by `engine` for the resolved plan (engine + precision, `auto`
 decided on the hardware found at load). Batches concatenate those NCHW tensors; the embedding is float32
-whatever the precision. Mask decoding is `SamPredictor.predict` on a stored embedding, upsampling only the
-best-scored mask.
+whatever the precision. Mask decoding is `SamPredictor.predict` on a stored embedding (with the previous
+click's low-res logits as `mask_input` when the service has them), upsampling only the best-scored mask.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from ..predictor import EMBEDDING_SHAPE, Embedding, MaskResult, PreparedImage, Prompts
+from ..predictor import EMBEDDING_SHAPE, LOW_RES_SHAPE, Embedding, ImageFeatures, MaskResult, PreparedImage, Prompts
+from .devices import check_device, cuda_memory_stats
 from .engine.encoder import PreparedEncoder, build_encoder
 from .engine.plan import EngineChoice, EnginePlan, PrecisionChoice, resolve_plan
 from .model import load_sam
@@ -84,8 +85,7 @@ class SamEncoderPredictor:
         with self._lock:
             if self._ready:
                 return
-            if self.device_name == "cuda" and not torch.cuda.is_available():
-                raise RuntimeError("SAM_INFERENCE_DEVICE=cuda but no CUDA device is available")
+            check_device(self.device_name)
             plan = resolve_plan(self.engine, self.precision, self.device_name)
             if self._model is None:
                 self._model = load_sam(self.variant, self.checkpoint)
@@ -102,8 +102,8 @@ class SamEncoderPredictor:
         prepared = self.preprocess(black)
         sizes = {1, self.warm_up_batch} if self.device.type == "cuda" else {1}
         for size in sorted(sizes):
-            embedding = self.embed_batch([prepared] * size)[0]
-        self.decode_masks(Embedding(embedding, 600, 800), Prompts(points=((400.0, 300.0),), labels=(1,)))
+            features = self.embed_batch([prepared] * size)[0]
+        self.decode_masks(Embedding(features.image_embed, 600, 800), Prompts(points=((400.0, 300.0),), labels=(1,)))
 
     def preprocess(self, image: np.ndarray) -> PreparedImage:
         height, width = image.shape[:2]
@@ -111,7 +111,7 @@ class SamEncoderPredictor:
         return PreparedImage(data=resized, height=height, width=width)
 
     @torch.inference_mode()
-    def embed_batch(self, batch: Sequence[PreparedImage]) -> list[np.ndarray]:
+    def embed_batch(self, batch: Sequence[PreparedImage]) -> list[ImageFeatures]:
         model = self.model
         if self._encoder is None:
             raise RuntimeError("model is not loaded")
@@ -124,12 +124,14 @@ class SamEncoderPredictor:
             tensors.append(model.preprocess(image))
         features = self._encoder(torch.cat(tensors, dim=0))
         out = features.float().cpu().numpy()
-        return [np.ascontiguousarray(out[i : i + 1], dtype=np.float32) for i in range(out.shape[0])]
+        return [ImageFeatures(np.ascontiguousarray(out[i : i + 1], dtype=np.float32)) for i in range(out.shape[0])]
 
     @torch.inference_mode()
-    def decode_masks(self, embedding: Embedding, prompts: Prompts) -> MaskResult:
+    def decode_masks(self, embedding: Embedding, prompts: Prompts, mask_input: np.ndarray | None = None) -> MaskResult:
         if embedding.array.shape != EMBEDDING_SHAPE:
             raise ValueError(f"embedding has shape {embedding.array.shape}, expected {EMBEDDING_SHAPE}")
+        if mask_input is not None and mask_input.shape != LOW_RES_SHAPE:
+            raise ValueError(f"mask_input has shape {mask_input.shape}, expected {LOW_RES_SHAPE}")
         # SamPredictor.predict step for step, except that only the best-scored mask is upsampled (twice, to
         # 1024 and then to the frame): the same mask, a third of the upsampling of a multimask answer.
         model, device = self.model, self.device
@@ -146,7 +148,8 @@ class SamEncoderPredictor:
         if prompts.box is not None:
             box = self._transform.apply_boxes(np.asarray(prompts.box, dtype=np.float32), size)
             boxes = torch.as_tensor(box, dtype=torch.float, device=device)[None, :]
-        sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
+        masks = None if mask_input is None else torch.as_tensor(mask_input, dtype=torch.float, device=device)[None]
+        sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
         low_res, scores = model.mask_decoder(
             image_embeddings=torch.as_tensor(embedding.array, device=device),
             image_pe=model.prompt_encoder.get_dense_pe() if self._dense_pe is None else self._dense_pe,
@@ -158,17 +161,11 @@ class SamEncoderPredictor:
         input_size = ResizeLongestSide.get_preprocess_shape(embedding.height, embedding.width, 1024)
         logits = model.postprocess_masks(low_res[:, best : best + 1], input_size, size)
         mask = (logits[0, 0] > model.mask_threshold).cpu().numpy()
-        return MaskResult(mask=np.asarray(mask, dtype=bool), score=float(scores[0, best]))
+        low = np.ascontiguousarray(low_res[0, best : best + 1].float().cpu().numpy())  # SamPredictor: no clamp
+        return MaskResult(mask=np.asarray(mask, dtype=bool), score=float(scores[0, best]), low_res=low)
 
     def memory_stats(self) -> dict[tuple[str, str], int]:
-        if self.device.type != "cuda" or not torch.cuda.is_available():
-            return {}
-        index = torch.cuda.current_device()
-        name = f"cuda:{index}"
-        return {
-            (name, "allocated"): int(torch.cuda.memory_allocated(index)),
-            (name, "reserved"): int(torch.cuda.memory_reserved(index)),
-        }
+        return cuda_memory_stats(self.device)
 
     def close(self) -> None:
         with self._lock:

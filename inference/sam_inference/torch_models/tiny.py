@@ -1,7 +1,9 @@
-"""`sam-inference make-tiny`: a small, randomly initialised SAM of the real architecture.
+"""`sam-inference make-tiny`: a small, randomly initialised SAM (`vit_tiny`) or SAM 2.1 (`hiera_micro`) of
+the real architecture.
 
-Tests, the benchmark and the offline demo use it instead of downloading weights. Deterministic for a seed:
-the same seed gives byte-identical checkpoint files.
+Tests, the benchmark and the offline demo use them instead of downloading weights. Deterministic for a seed:
+the same seed gives byte-identical checkpoint files. SAM 1's is a plain state dict, SAM 2's is Meta's format
+(`{"model": state_dict}`), as the real checkpoints are.
 """
 
 from __future__ import annotations
@@ -9,11 +11,15 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from segment_anything.modeling import Sam
 
 from .model import build_sam
+
+if TYPE_CHECKING:
+    from sam2.modeling.sam2_base import SAM2Base
 
 DEFAULT_SEED = 0
 
@@ -37,21 +43,44 @@ def build_random_sam(variant: str, seed: int = DEFAULT_SEED) -> Sam:
     return sam.eval()
 
 
+def build_random_sam2(variant: str, seed: int = DEFAULT_SEED) -> SAM2Base:
+    """Build SAM 2.1 ``variant`` (its package's config) with weights drawn from ``seed``; parameters the
+    package initialises to zero (positional embeddings, biases, ...) get small random values too."""
+    from .sam2_model import build_sam2_model  # sam2 (and Hydra) only where a SAM 2 is asked for
+
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = build_sam2_model(variant)
+        with torch.no_grad():
+            for param in model.parameters():
+                if not param.any():
+                    param.normal_(0.0, 0.02)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return model.eval()
+
+
 def build_tiny_sam(seed: int = DEFAULT_SEED) -> Sam:
     """Build the `vit_tiny` SAM with weights drawn from `seed`."""
     return build_random_sam("vit_tiny", seed)
 
 
-def tiny_checkpoint_bytes(seed: int = DEFAULT_SEED) -> bytes:
-    """The serialised state dict of the tiny model for `seed`."""
+def tiny_checkpoint_bytes(seed: int = DEFAULT_SEED, family: str = "sam") -> bytes:
+    """The serialised checkpoint of the family's tiny model (`vit_tiny`, `hiera_micro`) for `seed`."""
     buffer = io.BytesIO()
-    torch.save(build_tiny_sam(seed).state_dict(), buffer)
+    if family == "sam2":
+        torch.save({"model": build_random_sam2("hiera_micro", seed).state_dict()}, buffer)  # Meta's format
+    elif family == "sam":
+        torch.save(build_tiny_sam(seed).state_dict(), buffer)
+    else:
+        raise ValueError(f"unknown model family {family!r}; expected sam or sam2")
     return buffer.getvalue()
 
 
-def write_tiny_checkpoint(output: Path, seed: int = DEFAULT_SEED) -> str:
-    """Write the tiny checkpoint atomically to `output`; returns its sha256 (hex)."""
-    data = tiny_checkpoint_bytes(seed)
+def write_tiny_checkpoint(output: Path, seed: int = DEFAULT_SEED, family: str = "sam") -> str:
+    """Write the family's tiny checkpoint atomically to `output`; returns its sha256 (hex)."""
+    data = tiny_checkpoint_bytes(seed, family)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_bytes(data)

@@ -12,7 +12,15 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
-from sam_inference.predictor import EMBEDDING_SHAPE, Embedding, MaskResult, PreparedImage, Prompts
+from sam_inference.predictor import (
+    EMBEDDING_SHAPE,
+    LOW_RES_SHAPE,
+    Embedding,
+    ImageFeatures,
+    MaskResult,
+    PreparedImage,
+    Prompts,
+)
 
 
 def image_bytes(width: int = 64, height: int = 48, seed: int = 0, fmt: str = "PNG") -> bytes:
@@ -63,6 +71,7 @@ class FakePredictor:
         self.batches: list[int] = []
         self.embedded = 0
         self.decoded = 0
+        self.mask_inputs: list[np.ndarray | None] = []
         self._gate = threading.Event()
         self._gate.set()
         self.entered = threading.Event()
@@ -103,7 +112,7 @@ class FakePredictor:
             self._leave()
         return PreparedImage(data=float(image.mean()), height=image.shape[0], width=image.shape[1])
 
-    def embed_batch(self, batch: Sequence[PreparedImage]) -> list[np.ndarray]:
+    def embed_batch(self, batch: Sequence[PreparedImage]) -> list[ImageFeatures]:
         self._enter()
         try:
             self.entered.set()
@@ -115,15 +124,18 @@ class FakePredictor:
         if self.fail_with is not None:
             raise self.fail_with
         self.embedded += len(batch)
-        return [np.full(EMBEDDING_SHAPE, item.data, dtype=np.float32) for item in batch]
+        return [ImageFeatures(np.full(EMBEDDING_SHAPE, item.data, dtype=np.float32)) for item in batch]
 
-    def decode_masks(self, embedding: Embedding, prompts: Prompts) -> MaskResult:
+    def decode_masks(self, embedding: Embedding, prompts: Prompts, mask_input: np.ndarray | None = None) -> MaskResult:
+        """A box around the first click; the low-res mask is filled with this decode's sequence number, and
+        every call's `mask_input` is recorded in `mask_inputs`."""
         self.decoded += 1
+        self.mask_inputs.append(mask_input)
         mask = np.zeros((embedding.height, embedding.width), dtype=bool)
         if prompts.points:
             x, y = (int(v) for v in prompts.points[0])
             mask[max(0, y - 2) : y + 3, max(0, x - 3) : x + 4] = True
-        return MaskResult(mask=mask, score=0.5)
+        return MaskResult(mask=mask, score=0.5, low_res=np.full(LOW_RES_SHAPE, self.decoded, dtype=np.float32))
 
     def memory_stats(self) -> dict[tuple[str, str], int]:
         return {}
@@ -141,3 +153,15 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return None
+
+
+def shape_to_mask(shape: dict[str, object], height: int, width: int) -> np.ndarray:
+    """The full-frame mask a CVAT mask shape (RLE over its bounds, then the bounds) stands for."""
+    from sam_inference.schemas import rle_to_mask
+
+    points = shape["points"]
+    assert isinstance(points, list)
+    *rle, xtl, ytl, xbr, ybr = points
+    mask = np.zeros((height, width), dtype=bool)
+    mask[ytl : ybr + 1, xtl : xbr + 1] = rle_to_mask(rle, xbr - xtl + 1, ybr - ytl + 1)
+    return mask

@@ -52,7 +52,7 @@ def _predictor(model: Sam, engine: EngineChoice, precision: PrecisionChoice) -> 
 
 
 def _embed(predictor: SamEncoderPredictor, scene: Scene) -> np.ndarray:
-    return predictor.embed_batch([predictor.preprocess(scene.image)])[0]
+    return predictor.embed_batch([predictor.preprocess(scene.image)])[0].image_embed
 
 
 def _upstream(model: Sam, scene: Scene) -> np.ndarray:

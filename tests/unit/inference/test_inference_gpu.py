@@ -29,8 +29,8 @@ def test_cuda_embedding_matches_cpu(tiny_checkpoint: Path, tiny_predictor: Any, 
     try:
         gpu.warm_up()
         image = image_array(image_bytes(width=300, height=200, seed=21))
-        on_gpu = gpu.embed_batch([gpu.preprocess(image)])[0]
-        on_cpu = tiny_predictor.embed_batch([tiny_predictor.preprocess(image)])[0]
+        on_gpu = gpu.embed_batch([gpu.preprocess(image)])[0].image_embed
+        on_cpu = tiny_predictor.embed_batch([tiny_predictor.preprocess(image)])[0].image_embed
         assert on_gpu.dtype == np.float32
         cosine = float((on_gpu * on_cpu).sum() / np.linalg.norm(on_gpu) / np.linalg.norm(on_cpu))
         assert cosine > (0.99999 if precision == "float32" else 0.99)

@@ -41,7 +41,7 @@ async def test_embedding_mode_returns_cvat_blob_byte_for_byte(
     blob = base64.b64decode(payload["blob"], validate=True)
     assert len(blob) == BLOB_BYTES
     # Exactly the bytes of the encoder output as little-endian float32, in CVAT's JSON shape.
-    expected = tiny_predictor.embed_batch([tiny_predictor.preprocess(image_array(image))])[0]
+    expected = tiny_predictor.embed_batch([tiny_predictor.preprocess(image_array(image))])[0].image_embed
     assert raw == json.dumps({"blob": base64.b64encode(expected.astype("<f4").tobytes()).decode()}).encode()
     # ...and numerically what CVAT's own handler (SamPredictor.set_image) returns.
     reference.set_image(image_array(image))
@@ -122,7 +122,7 @@ async def test_v1_masks_returns_rle_over_bounds(make_client: ClientFactory, tiny
     assert (body["width"], body["height"]) == (120, 80)
     xtl, ytl, xbr, ybr = body["bounds"]
     region = rle_to_mask(body["rle"], xbr - xtl + 1, ybr - ytl + 1)
-    embedding = tiny_predictor.embed_batch([tiny_predictor.preprocess(image_array(image))])[0]
+    embedding = tiny_predictor.embed_batch([tiny_predictor.preprocess(image_array(image))])[0].image_embed
     result = tiny_predictor.decode_masks(Embedding(embedding, 80, 120), Prompts(box=(10.0, 10.0, 90.0, 60.0)))
     assert np.array_equal(region, result.mask[ytl : ybr + 1, xtl : xbr + 1])
     assert not result.mask[:ytl].any() and not result.mask[ybr + 1 :].any()

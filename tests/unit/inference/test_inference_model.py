@@ -28,7 +28,7 @@ def _upstream_embedding(reference: SamPredictor, image: np.ndarray) -> np.ndarra
 
 def test_embedding_equals_sampredictor_get_image_embedding(tiny_predictor: Any, reference: SamPredictor) -> None:
     image = image_array(image_bytes(width=300, height=170, seed=3, fmt="JPEG"))
-    ours = tiny_predictor.embed_batch([tiny_predictor.preprocess(image)])[0]
+    ours = tiny_predictor.embed_batch([tiny_predictor.preprocess(image)])[0].image_embed
     upstream = _upstream_embedding(reference, image)
     assert ours.shape == EMBEDDING_SHAPE and ours.dtype == np.float32
     np.testing.assert_allclose(ours, upstream, rtol=0, atol=1e-6)
@@ -36,7 +36,7 @@ def test_embedding_equals_sampredictor_get_image_embedding(tiny_predictor: Any, 
 
 def test_batched_embeddings_match_single_image_embeddings(tiny_predictor: Any, reference: SamPredictor) -> None:
     images = [image_array(image_bytes(width=w, height=h, seed=s)) for w, h, s in ((90, 200, 4), (257, 64, 5))]
-    batch = tiny_predictor.embed_batch([tiny_predictor.preprocess(i) for i in images])
+    batch = [f.image_embed for f in tiny_predictor.embed_batch([tiny_predictor.preprocess(i) for i in images])]
     for got, image in zip(batch, images, strict=True):
         np.testing.assert_allclose(got, _upstream_embedding(reference, image), rtol=0, atol=1e-5)
     assert not np.allclose(batch[0], batch[1])
@@ -44,7 +44,7 @@ def test_batched_embeddings_match_single_image_embeddings(tiny_predictor: Any, r
 
 def test_decode_masks_equals_sampredictor_predict(tiny_predictor: Any, reference: SamPredictor) -> None:
     image = image_array(image_bytes(width=200, height=120, seed=6))
-    embedding = tiny_predictor.embed_batch([tiny_predictor.preprocess(image)])[0]
+    embedding = tiny_predictor.embed_batch([tiny_predictor.preprocess(image)])[0].image_embed
     reference.set_image(image)
     for prompts, multimask in (
         (Prompts(points=((50.0, 40.0),), labels=(1,)), True),
@@ -94,8 +94,8 @@ def test_bfloat16_embedding_stays_close_to_float32(tiny_checkpoint: Path, tiny_p
     )
     bf16.load()
     image = image_array(image_bytes(width=128, height=96, seed=8))
-    low = bf16.embed_batch([bf16.preprocess(image)])[0]
-    full = tiny_predictor.embed_batch([tiny_predictor.preprocess(image)])[0]
+    low = bf16.embed_batch([bf16.preprocess(image)])[0].image_embed
+    full = tiny_predictor.embed_batch([tiny_predictor.preprocess(image)])[0].image_embed
     assert low.dtype == np.float32
     cosine = float((low * full).sum() / np.linalg.norm(low) / np.linalg.norm(full))
     assert cosine > 0.99

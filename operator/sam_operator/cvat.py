@@ -37,7 +37,11 @@ _HELP_MASKS = (
     "The interactor allows to get a mask of an object using a bounding box, or at least one positive and any "
     "negative points inside it; masks are computed on the server"
 )
-_VARIANT_TITLES = {"vit_b": "ViT-B", "vit_l": "ViT-L", "vit_h": "ViT-H", "vit_tiny": "ViT-Tiny"}
+_VARIANT_TITLES = {
+    **{"vit_b": "ViT-B", "vit_l": "ViT-L", "vit_h": "ViT-H", "vit_tiny": "ViT-Tiny"},
+    **{"hiera_t": "2.1 Hiera-T", "hiera_s": "2.1 Hiera-S", "hiera_b+": "2.1 Hiera-B+", "hiera_l": "2.1 Hiera-L"},
+    "hiera_micro": "2.1 Hiera-Micro",
+}
 
 
 def _is_official_vit_h(model: SamModel) -> bool:
@@ -101,7 +105,13 @@ def build_annotations(model: SamModel) -> dict[str, str]:
 def derive_warnings(model: SamModel) -> list[str]:
     """Configurations that work but that stock CVAT cannot use as they are (written to ``status.cvat.warnings``)."""
     warnings: list[str] = []
-    if model.spec.cvat.enabled and model.spec.cvat.mode == "embedding" and not uses_stock_plugin(model):
+    if model.spec.cvat.enabled and model.spec.cvat.mode == "embedding" and model.spec.model.family == "sam2":
+        warnings.append(
+            f"spec.cvat.mode embedding for spec.model.family sam2: only a CVAT built with PR #8610's SAM 2 plugin "
+            f"(never merged upstream) decodes {derive_function_name(model)}'s three tensors; stock CVAT cannot, "
+            "use spec.cvat.mode masks for it"
+        )
+    elif model.spec.cvat.enabled and model.spec.cvat.mode == "embedding" and not uses_stock_plugin(model):
         warnings.append(
             f"spec.cvat.mode embedding under the function name {derive_function_name(model)}: CVAT's stock SAM "
             f"plugin only decodes {STOCK_CVAT_FUNCTION_NAME} (official ViT-H weights), so stock CVAT cannot use "

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 from sam_contract.api import API_VERSION, GROUP, KIND, PLURAL, SHORT_NAME, VERSION
 
+from sam_operator.families import Family, Variant, family_problem, variant_problem
+
 __all__ = [
     "API_VERSION",
     "GROUP",
@@ -117,9 +119,15 @@ class Checkpoint(_Model):
 class ModelSpec(_Model):
     """``spec.model``."""
 
-    family: Literal["sam"] = "sam"
-    variant: Literal["vit_b", "vit_l", "vit_h", "vit_tiny"] = "vit_h"
+    family: Family = "sam"
+    variant: Variant = "vit_h"
     checkpoint: Checkpoint
+
+    @model_validator(mode="after")
+    def _variant_of_family(self) -> ModelSpec:
+        if problem := variant_problem(self.family, self.variant):
+            raise ValueError(problem)
+        return self
 
 
 class RuntimeSpec(_Model):
@@ -308,6 +316,11 @@ class SamModelSpec(_Model):
                 "plugin with its bundled ViT-H decoder: it requires spec.model.variant vit_h and "
                 "spec.cvat.mode embedding"
             )
+        model, cvat, runtime = self.model, self.cvat, self.runtime
+        if problem := family_problem(
+            model.family, model.variant, cvat.mode, cvat.function_name, runtime.engine, runtime.precision
+        ):
+            raise ValueError(problem)
         return self
 
     @property

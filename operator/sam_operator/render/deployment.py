@@ -93,6 +93,7 @@ def _env(model: SamModel) -> list[dict[str, str]]:
     pairs: list[tuple[str, str | None]] = [
         ("SAM_INFERENCE_HOST", "0.0.0.0"),
         ("SAM_INFERENCE_PORT", str(HTTP_PORT)),
+        ("SAM_INFERENCE_MODEL_FAMILY", spec.model.family),
         ("SAM_INFERENCE_MODEL_VARIANT", spec.model.variant),
         ("SAM_INFERENCE_CHECKPOINT_PATH", checkpoint_path(model)),
         ("SAM_INFERENCE_DECODER_PATH", decoder_path(model)),

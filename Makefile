@@ -17,15 +17,17 @@ demo-down: ## Stop everything the demo started (pid files in .demo/pids)
 	bash hack/demo-down.sh
 
 ##@ Development
-test: setup ## Every test: unit, contract, integration and e2e on a real API server, real pods on kind
+test: setup lint ## Lint first, then every test: unit, contract, integration and e2e on a real API server, real pods on kind
 	bash hack/run-tests.sh
 
 test-unit: ## Run the tests that need no cluster
 	bash hack/run-tests.sh -m "not cluster and not e2e and not kind"
 
-lint: ## ruff and mypy
+lint: ## ruff check, ruff format --check, mypy --strict and the import contracts (.importlinter); pre-commit runs the same
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports --no-cache
 
 bench: ## Benchmarks (prints ratios measured in one run)
 	$(PY) bench/bench_encoder.py

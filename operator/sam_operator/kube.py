@@ -20,6 +20,10 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from sam_operator import metrics
 
+__all__ = ["REQUEST_TIMEOUT", "ApiError", "Kube", "load_api_client"]
+
+#: What a failed API call raises (the client's exception, so that no module but this one imports the client).
+ApiError = ApiException
 #: (connect, read) seconds for every API call without its own timeout. The client's default is none at all: a
 #: connection whose far end vanished without a FIN/RST would hang its caller forever, holding that SamModel's
 #: reconcile lock (tests/faults: test_connections_that_go_silent_do_not_freeze_the_operator).

@@ -18,12 +18,11 @@ from dataclasses import replace as dataclass_replace
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
 from sam_contract.labels import COMPONENT_LABEL, ENCODER_COMPONENT, INSTANCE_LABEL
 
 from sam_operator import conditions, metrics, naming, resources
 from sam_operator.drift import needs_apply
-from sam_operator.kube import Kube
+from sam_operator.kube import ApiError, Kube
 from sam_operator.ports import PortBook, choose_http_port, status_port
 from sam_operator.render import build_children, owner_reference
 from sam_operator.settings import OperatorSettings
@@ -115,7 +114,7 @@ class Reconciler:
         started = time.monotonic()
         try:
             self.reconcile(namespace, name)
-        except ApiException as exc:
+        except ApiError as exc:
             metrics.RECONCILES.labels(result="error").inc()
             log.warning("Reconcile failed: %s %s", exc.status, exc.reason, extra={"object": f"{namespace}/{name}"})
             return False

@@ -1,7 +1,7 @@
 """Fuzz the encoder's HTTP API through the real aiohttp app (real sockets, the numpy `FakePredictor`):
 whatever the body, headers or query, `POST /`, `/v1/masks` and `/v1/embeddings` answer 200 or a 4xx with a JSON
-`{"error": "<message>"}`, never a 5xx. A smaller property drives the real tiny SAM in masks mode with extreme
-prompts and checks the responses are strict JSON."""
+`{"error": "<message>"}`, never a 5xx. A smaller property drives the real tiny SAM and SAM 2.1 in masks mode with
+extreme prompts and checks the responses are strict JSON."""
 
 from __future__ import annotations
 
@@ -283,17 +283,26 @@ def test_regressions_found_by_fuzzing_are_400(encoders: Encoders, body: bytes, f
     count("http: regressions", "400")
 
 
-# ------------------------------------------------------------------ the real tiny SAM, masks mode
-@pytest.fixture(scope="module")
-def tiny_masks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BackgroundLoop, str]]:
+# ------------------------------------------------------------------ the real tiny SAM and SAM 2.1, masks mode
+TINY = {"sam": "vit_tiny", "sam2": "hiera_micro"}
+
+
+@pytest.fixture(scope="module", params=sorted(TINY))
+def tiny_masks(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[BackgroundLoop, str]]:
+    """The family's tiny model in masks mode (prompt-prefix refinement on: fuzzed prompt sets that extend an
+    earlier one by a click are decoded with its low-res mask)."""
     from sam_inference.__main__ import build_torch_predictor, main
 
-    checkpoint = tmp_path_factory.mktemp("fuzz-tiny") / "sam_vit_tiny.pth"
-    assert main(["make-tiny", "--output", str(checkpoint), "--seed", "0"]) == 0
+    family = request.param
+    checkpoint = tmp_path_factory.mktemp("fuzz-tiny") / f"{TINY[family]}.pt"
+    assert main(["make-tiny", "--family", family, "--output", str(checkpoint), "--seed", "0"]) == 0
     loop = BackgroundLoop()
+    settings = _settings(checkpoint, mode="masks", model_id=None, model_family=family, model_variant=TINY[family])
 
     async def build() -> web.Application:
-        return create_app(_settings(checkpoint, mode="masks", model_id=None), predictor_factory=build_torch_predictor)
+        return create_app(settings, predictor_factory=build_torch_predictor)
 
     address = loop.serve(build)
     app = loop._runners[0].app
@@ -338,7 +347,7 @@ def test_real_model_masks_with_extreme_prompts(
     }
     reply = loop.request("POST", base + endpoint, data=json.dumps(body).encode())
     payload = check_reply(
-        reply, f"http: tiny SAM {endpoint} extreme prompts", ok_key="shapes" if endpoint == "/" else "rle"
+        reply, f"http: tiny model {endpoint} extreme prompts", ok_key="shapes" if endpoint == "/" else "rle"
     )
     if endpoint == "/v1/masks" and reply.status == 200:
         assert (payload["width"], payload["height"]) == (24, 16)

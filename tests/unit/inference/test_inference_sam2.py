@@ -182,3 +182,17 @@ def test_export_decoder_skips_sam2_variants(tmp_path: Path, capsys: pytest.Captu
     assert main([*args, "--output", str(output)]) == 0
     assert not output.exists()
     assert "no decoder export for SAM 2" in capsys.readouterr().out
+
+
+def test_a_batch_encodes_like_single_images(sam2_checkpoint: Path) -> None:
+    from sam_inference.torch_models.sam2_predictor import Sam2EncoderPredictor
+
+    predictor = Sam2EncoderPredictor("hiera_micro", sam2_checkpoint)
+    predictor.load()
+    images = [image_array(image_bytes(width=120, height=90, seed=s)) for s in (24, 25)]
+    batch = predictor.embed_batch([predictor.preprocess(i) for i in images])
+    for got, image in zip(batch, images, strict=True):
+        alone = predictor.embed_batch([predictor.preprocess(image)])[0]
+        for a, b in zip((got.image_embed, *got.high_res), (alone.image_embed, *alone.high_res), strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    assert not np.allclose(batch[0].image_embed, batch[1].image_embed)

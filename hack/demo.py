@@ -14,49 +14,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
+from demo_kwok import MODEL, MODEL_NS, RELEASE, SELECTOR, SYSTEM_NS, down, k8s_bin, pods, show_moved
 from demo_lib import (
     REPO,
     VENV_BIN,
     DemoError,
     DemoPaths,
-    alive,
     block,
     bold,
+    chart_install,
     deployment_container,
     info,
     live_pid_files,
-    moved,
     run,
     run_script,
     scrape,
     spawn,
     step,
-    stop_all,
     token_kubeconfig,
     wait,
     wait_http,
-    write_pid,
 )
 
 STEPS = 10
-RELEASE, SYSTEM_NS, MODEL_NS, MODEL = "sam-operator", "sam-system", "sam-demo", "tiny-sam"
-SELECTOR = f"app.kubernetes.io/component=encoder,app.kubernetes.io/instance={MODEL}"
 ADDRESS_ANNOTATION = "samoperator.io/test-address"
 POS, NEG = [[160.0, 120.0]], [[60.0, 50.0]]  # a click on the image's shapes, and one on the background
-
-
-def k8s_bin() -> Path:
-    from harness.cluster import k8s_bin_dir
-
-    return k8s_bin_dir()
 
 
 class Demo:
@@ -125,28 +113,9 @@ class Demo:
     # ------------------------------------------------------------------ 2 chart
     def chart(self) -> None:
         step(2, STEPS, f"helm install {RELEASE} charts/sam-operator -n {SYSTEM_NS}")
-        from harness.processes import free_port
-
-        base = min(free_port(), 65000)  # direct-mode ports from a free region, so nothing on this machine collides
         self.paths.write_state(release=RELEASE, namespaces=[SYSTEM_NS, MODEL_NS])
         started = time.monotonic()
-        out = run(
-            [
-                *self.helm,
-                "upgrade",
-                "--install",
-                RELEASE,
-                str(REPO / "charts" / "sam-operator"),
-                "-n",
-                SYSTEM_NS,
-                "--create-namespace",
-                "--set",
-                f"operator.directPorts.base={base}",
-                "--wait",
-                "--timeout",
-                "180s",
-            ]
-        )
+        out = run([*self.helm, *chart_install(RELEASE, SYSTEM_NS, timeout="180s", create_namespace=True)])
         info(
             f"installed in {time.monotonic() - started:.1f}s (CRD from the chart's crds/, RBAC, Deployments, "
             "Services, dashboards)"
@@ -358,15 +327,7 @@ spec:
             "encoder": f"http://{self.encoder_address()}/metrics",
             "operator": f"http://127.0.0.1:{self.ports['operator']}/metrics",
         }
-        result = {}
-        for name, url in urls.items():
-            lines = moved(self.metrics_before.get(name, {}), scrape(url))
-            result[name] = lines
-            info(bold(f"{name} ({url})"))
-            block("\n".join(f"  {line}" for line in lines[:14]) or "  (nothing moved)")
-            if len(lines) > 14:
-                info(f"  … and {len(lines) - 14} more")
-        return result
+        return show_moved(urls, self.metrics_before)
 
 
 def up(paths: DemoPaths, keep: bool) -> int:
@@ -412,63 +373,6 @@ def up(paths: DemoPaths, keep: bool) -> int:
         else:
             down(paths)
     return 0 if ok else 1
-
-
-def down(paths: DemoPaths) -> int:
-    """Stop the processes, then uninstall (external cluster) or stop the demo's own control plane."""
-    print(bold(f"==> Stopping what the demo started ({paths.root})"), flush=True)
-    stopped = stop_all(paths)
-    info(f"stopped: {', '.join(stopped) or 'no process was running'}")
-    state = paths.read_state()
-    import subprocess
-
-    if state.get("cluster") == "local" or (paths.cluster / "pids").exists():
-        out = subprocess.run(
-            ["bash", str(REPO / "hack" / "cluster-down.sh")],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "SAM_CLUSTER_DIR": str(paths.cluster)},
-            timeout=180,
-        )
-        info(out.stdout.strip() or out.stderr.strip())
-    elif state.get("cluster") == "external" and state.get("release"):
-        bin_dir = k8s_bin()
-        kcfg = ["--kubeconfig", state["kubeconfig"]]
-        for argv in (
-            [str(bin_dir / "kubectl"), *kcfg, "delete", "namespace", MODEL_NS, "--ignore-not-found"],
-            [str(bin_dir / "helm"), *kcfg, "uninstall", state["release"], "-n", SYSTEM_NS],
-            [str(bin_dir / "kubectl"), *kcfg, "delete", "namespace", SYSTEM_NS, "--ignore-not-found"],
-        ):
-            subprocess.run(argv, capture_output=True, timeout=180)
-        info(f"uninstalled {state['release']}, deleted namespaces {MODEL_NS} and {SYSTEM_NS}")
-    paths.state.unlink(missing_ok=True)
-    return 0
-
-
-def pods(kubeconfig: Path, paths: DemoPaths) -> int:
-    """Background process: the e2e harness's PodRunner, with a status file and a pid file per pod process."""
-    from harness.cluster import Cluster
-    from harness.pods import PodRunner
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    status_file = paths.out("pods/status.json")
-    status_file.parent.mkdir(parents=True, exist_ok=True)
-    cluster = Cluster(kubeconfig=kubeconfig, bin_dir=k8s_bin())
-    with PodRunner(cluster, MODEL_NS, SELECTOR, paths.out("pods")) as runner:
-        while not stop.wait(0.5):
-            serving = {}
-            for name, proc in list(runner.processes.items()):
-                if proc.main and proc.main.proc and proc.main.running:
-                    serving[name] = proc.address
-                    if not (paths.pids / f"pod-{name}.pid").exists():
-                        write_pid(paths, f"pod-{name}", proc.main.proc.pid, "sam-inference", order=20)
-            status_file.write_text(json.dumps({"serving": serving, "errors": runner.errors[-5:]}))
-    for pid_file in paths.pids.glob("pod-*.pid"):
-        entry = json.loads(pid_file.read_text())
-        if not alive(entry["pid"], entry["marker"]):
-            pid_file.unlink(missing_ok=True)
-    return 0
 
 
 def main() -> int:

@@ -23,10 +23,23 @@ from pathlib import Path
 from typing import Any
 
 from demo_cvat import decode_like_the_browser, image, invoke, save_outputs
-from demo_lib import REPO, DemoError, DemoPaths, block, bold, info, moved, run, run_script, scrape, step, wait
+from demo_lib import (
+    REPO,
+    DemoError,
+    DemoPaths,
+    block,
+    bold,
+    chart_install,
+    info,
+    moved,
+    run,
+    run_script,
+    scrape,
+    step,
+    wait,
+)
 from harness.cluster import k8s_bin_dir
 from harness.kind import port_forward
-from harness.processes import free_port
 
 STEPS = 8
 CLUSTER = os.environ.get("SAM_KIND_CLUSTER", "sam-demo")
@@ -76,29 +89,9 @@ def namespace(cluster: Cluster, name: str) -> None:
 def install_chart(cluster: Cluster) -> None:
     step(2, STEPS, f"helm install {RELEASE} charts/sam-operator -n {SYSTEM_NS} (restricted Pod Security)")
     namespace(cluster, SYSTEM_NS)
-    base = min(free_port(), 65000)  # direct-mode ports from a free region: the demo forwards them 1:1
-    run(
-        [
-            str(k8s_bin_dir() / "helm"),
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "upgrade",
-            "--install",
-            RELEASE,
-            str(REPO / "charts" / "sam-operator"),
-            "-n",
-            SYSTEM_NS,
-            "--set",
-            f"operator.directPorts.base={base}",
-            "--set",
-            "image.pullPolicy=Never",
-            "--set",
-            "operator.encoderImage.pullPolicy=Never",
-            "--wait",
-            "--timeout",
-            "300s",
-        ]
-    )
+    helm = [str(k8s_bin_dir() / "helm"), "--kubeconfig", str(cluster.kubeconfig)]
+    pull_never = ("image.pullPolicy=Never", "operator.encoderImage.pullPolicy=Never")
+    run([*helm, *chart_install(RELEASE, SYSTEM_NS, *pull_never, timeout="300s")])
     block(cluster.k("get", "pods", "-n", SYSTEM_NS, "-o", "wide"))
 
 

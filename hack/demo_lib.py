@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
@@ -285,6 +284,19 @@ def run(argv: list[str], env: Mapping[str, str] | None = None, input: str | None
     return proc.stdout
 
 
+def chart_install(release: str, namespace: str, *sets: str, timeout: str, create_namespace: bool = False) -> list[str]:
+    """helm arguments: ``upgrade --install`` charts/sam-operator, waiting, with the CVAT direct-mode ports taken from
+    a free region of this machine (the demos forward them 1:1, so nothing here may hold them)."""
+    from harness.processes import free_port
+
+    base = min(free_port(), 65000)
+    args = ["upgrade", "--install", release, str(REPO / "charts" / "sam-operator"), "-n", namespace]
+    args += ["--create-namespace"] if create_namespace else []
+    for value in (f"operator.directPorts.base={base}", *sets):
+        args += ["--set", value]
+    return [*args, "--wait", "--timeout", timeout]
+
+
 def run_script(script: str, env: Mapping[str, str]) -> None:
     """Run ``hack/<script>``, showing each line it prints as a demo info line; DemoError if it fails."""
     proc = subprocess.Popen(
@@ -303,27 +315,10 @@ def run_script(script: str, env: Mapping[str, str]) -> None:
 
 def token_kubeconfig(kubectl: list[str], admin: Path, namespace: str, service_account: str, out: Path) -> Path:
     """A kubeconfig authenticating as the chart's ServiceAccount (bound token), so its RBAC is what we get."""
+    from harness.cluster import service_account_kubeconfig
+
     token = run([*kubectl, "create", "token", service_account, "-n", namespace, "--duration=12h"]).strip()
-    config = yaml.safe_load(admin.read_text())
-    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])["context"]
-    entry = next(c for c in config["clusters"] if c["name"] == context["cluster"])["cluster"]
-    ca = entry.get("certificate-authority")
-    if ca and not Path(ca).is_absolute():
-        entry["certificate-authority"] = str((admin.parent / ca).resolve())
-    out.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": entry}],
-                "users": [{"name": service_account, "user": {"token": token}}],
-                "contexts": [{"name": "sa", "context": {"cluster": "c", "user": service_account}}],
-                "current-context": "sa",
-            }
-        )
-    )
-    out.chmod(0o600)
-    return out
+    return service_account_kubeconfig(admin, service_account, token, out)
 
 
 def deployment_container(kubectl: list[str], namespace: str, name: str) -> tuple[list[str], dict[str, str]]:

@@ -18,8 +18,13 @@ __all__ = ["PodDiagnosis", "diagnose_pod"]
 _FETCH = "fetch-checkpoint"
 _EXPORT = "export-decoder"
 _ENCODER = "encoder"
-_IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
-_CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+#: A container waiting for one of these reasons will not start by itself: the pod's failure reason.
+_IMAGE_PULL = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+_CONFIG = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+_WAITING_FAILURES = {
+    **dict.fromkeys(_IMAGE_PULL, c.REASON_IMAGE_PULL_FAILED),
+    **dict.fromkeys(_CONFIG, c.REASON_CONTAINER_CONFIG_ERROR),
+}
 
 
 @dataclass(frozen=True)
@@ -114,20 +119,10 @@ def diagnose_pod(pod: Mapping[str, Any], events: Sequence[Mapping[str, Any]], gp
         return diagnosis(reason=None, progress=c.REASON_PODS_PENDING, message=f"{name}: pending")
     for container_name, container_status in [*inits.items(), *containers.items()]:
         waiting = _waiting_reason(container_status)
-        if waiting in _IMAGE_PULL_REASONS:
+        failure = _WAITING_FAILURES.get(waiting or "")
+        if failure is not None:
             text = ((container_status.get("state") or {}).get("waiting") or {}).get("message") or waiting
-            return diagnosis(
-                reason=c.REASON_IMAGE_PULL_FAILED,
-                progress=None,
-                message=f"{name}/{container_name}: {text}",
-            )
-        if waiting in _CONFIG_REASONS:
-            text = ((container_status.get("state") or {}).get("waiting") or {}).get("message") or waiting
-            return diagnosis(
-                reason=c.REASON_CONTAINER_CONFIG_ERROR,
-                progress=None,
-                message=f"{name}/{container_name}: {text}",
-            )
+            return diagnosis(reason=failure, progress=None, message=f"{name}/{container_name}: {text}")
     for container_name, reason in (
         (_FETCH, c.REASON_CHECKPOINT_FETCH_FAILED),
         (_EXPORT, c.REASON_DECODER_EXPORT_FAILED),

@@ -19,6 +19,7 @@ from harness.cluster import Cluster, wait_for
 from harness.cvat import CvatClient, decode_cvat_rle, interactor_payload, synthetic_image
 from harness.gateway import Gateway
 from harness.model_server import CheckpointServer
+from harness.operator import sammodel
 from harness.pods import PodProcess, PodRunner
 from harness.processes import http_get
 from harness.reference import assert_blob_decodes_to_the_pytorch_mask
@@ -31,20 +32,15 @@ SELECTOR = "app.kubernetes.io/component=encoder,app.kubernetes.io/instance={}"
 
 
 def tiny_sammodel(name: str, server: CheckpointServer, mode: str, replicas: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "samoperator.io/v1alpha1",
-        "kind": "SamModel",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"variant": "vit_tiny", "checkpoint": {"url": server.url, "sha256": server.sha256}},
-            # float32: the reference path, which these tests compare with SamPredictor bit for bit (the faster
-            # defaults are held to their own fidelity bounds in tests/unit/inference).
-            "runtime": {"device": "cpu", "maxBatchSize": 2, "precision": "float32"},
-            "resources": {"gpus": 0},
-            "replicas": replicas,
-            "cvat": {"mode": mode, "displayName": f"Tiny SAM ({mode})"},
-        },
-    }
+    return sammodel(
+        name,
+        model={"variant": "vit_tiny", "checkpoint": {"url": server.url, "sha256": server.sha256}},
+        # float32: the reference path, which these tests compare with SamPredictor bit for bit (the faster
+        # defaults are held to their own fidelity bounds in tests/unit/inference).
+        runtime={"device": "cpu", "maxBatchSize": 2, "precision": "float32"},
+        replicas=replicas,
+        cvat={"mode": mode, "displayName": f"Tiny SAM ({mode})"},
+    )
 
 
 class Deployed:
@@ -65,42 +61,25 @@ def deploy(
         yield Deployed(name, runner, sam["status"]["cvat"]["functionName"])
 
 
-@pytest.fixture(scope="module")
-def embedding_model(
-    cluster: Cluster,
-    e2e_namespace: str,
-    checkpoint_server: CheckpointServer,
-    gateway: Gateway,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Deployed]:
-    yield from deploy(
-        cluster,
-        e2e_namespace,
-        checkpoint_server,
-        tmp_path_factory.mktemp("pods-emb"),
-        "tiny-embed",
-        "embedding",
-        replicas=2,
-    )
+def deployed_model(name: str, mode: str, replicas: int) -> Any:
+    """A module-scoped fixture: SamModel ``name`` Ready, its pods' processes running, for the whole module."""
+
+    @pytest.fixture(scope="module")
+    def fixture(
+        cluster: Cluster,
+        e2e_namespace: str,
+        checkpoint_server: CheckpointServer,
+        gateway: Gateway,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> Iterator[Deployed]:
+        work = tmp_path_factory.mktemp(f"pods-{name}")
+        yield from deploy(cluster, e2e_namespace, checkpoint_server, work, name, mode, replicas=replicas)
+
+    return fixture
 
 
-@pytest.fixture(scope="module")
-def masks_model(
-    cluster: Cluster,
-    e2e_namespace: str,
-    checkpoint_server: CheckpointServer,
-    gateway: Gateway,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Deployed]:
-    yield from deploy(
-        cluster,
-        e2e_namespace,
-        checkpoint_server,
-        tmp_path_factory.mktemp("pods-masks"),
-        "tiny-masks",
-        "masks",
-        replicas=1,
-    )
+embedding_model = deployed_model("tiny-embed", "embedding", replicas=2)
+masks_model = deployed_model("tiny-masks", "masks", replicas=1)
 
 
 def listed(gateway: Gateway, function: str, present: bool = True) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +116,19 @@ def kill_at_random_point(op: RunningOperator, rng: random.Random) -> str:
     return f"{point} ({writes} writes)"
 
 
+def _owned(
+    items: list[dict[str, Any]], parents: Container[str], what: str, out: list[str]
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """Each item with its owner's uid, when it has exactly one owner among ``parents``; the rest go to ``out``."""
+    for item in items:
+        meta = item["metadata"]
+        owners = meta.get("ownerReferences") or []
+        if len(owners) != 1 or owners[0]["uid"] not in parents:
+            out.append(f"orphaned {what} {meta['name']} (owners {owners})")
+            continue
+        yield item, owners[0]["uid"]
+
+
 def problems(cluster: Cluster, namespace: str, workload: Workload, has_sm_api: bool) -> list[str]:
     """Everything that is not yet as it must be once converged (empty: converged)."""
     out: list[str] = []
@@ -164,15 +177,11 @@ def problems(cluster: Cluster, namespace: str, workload: Workload, has_sm_api: b
     replicasets: dict[str, dict[str, Any]] = {}
     active: Counter[str] = Counter()
     hashes: Counter[tuple[str, str]] = Counter()
-    for rs in cluster.get_json("replicasets", "-n", namespace)["items"]:
+    for rs, owner in _owned(cluster.get_json("replicasets", "-n", namespace)["items"], deployments, "ReplicaSet", out):
         meta = rs["metadata"]
-        owners = meta.get("ownerReferences") or []
-        if len(owners) != 1 or owners[0]["uid"] not in deployments:
-            out.append(f"orphaned ReplicaSet {meta['name']} (owners {owners})")
-            continue
         replicasets[meta["uid"]] = rs
-        hashes[(owners[0]["uid"], meta["labels"].get("pod-template-hash", ""))] += 1
-        active[owners[0]["uid"]] += rs["spec"].get("replicas", 0) > 0
+        hashes[(owner, meta["labels"].get("pod-template-hash", ""))] += 1
+        active[owner] += rs["spec"].get("replicas", 0) > 0
     out += [f"template hash {h} has {n} ReplicaSets" for (_, h), n in hashes.items() if n > 1]
     out += [
         f"Deployment {d['metadata']['name']} has {active[uid]} active ReplicaSets"
@@ -180,13 +189,8 @@ def problems(cluster: Cluster, namespace: str, workload: Workload, has_sm_api: b
         if active[uid] != 1
     ]
     pods_of: Counter[str] = Counter()
-    for pod in cluster.get_json("pods", "-n", namespace)["items"]:
-        meta = pod["metadata"]
-        owners = meta.get("ownerReferences") or []
-        if len(owners) != 1 or owners[0]["uid"] not in replicasets:
-            out.append(f"orphaned pod {meta['name']} (owners {owners})")
-            continue
-        pods_of[meta["labels"].get("app.kubernetes.io/instance", "")] += 1
+    for pod, _ in _owned(cluster.get_json("pods", "-n", namespace)["items"], replicasets, "pod", out):
+        pods_of[pod["metadata"]["labels"].get("app.kubernetes.io/instance", "")] += 1
     for name, model in workload.models.items():
         if pods_of[name] != model.replicas:
             out.append(f"{name} has {pods_of[name]} pods, wants {model.replicas}")

@@ -51,6 +51,45 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float 
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}: {last_error!r}")
 
 
+def custom_resource_definition(
+    group: str, kind: str, plural: str, schema: dict[str, Any], version: str = "v1"
+) -> dict[str, Any]:
+    """A namespaced CRD with one served and stored version (what a test installs to make an API exist)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+            "versions": [{"name": version, "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}],
+        },
+    }
+
+
+def service_account_kubeconfig(admin: Path, service_account: str, token: str, out: Path) -> Path:
+    """A kubeconfig at ``out`` that authenticates with ``token`` (a ServiceAccount's) against the API server and CA
+    of ``admin``'s current context, so that the ServiceAccount's RBAC is exactly what its user gets."""
+    config = yaml.safe_load(admin.read_text())
+    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])["context"]
+    entry = next(c for c in config["clusters"] if c["name"] == context["cluster"])["cluster"]
+    ca = entry.get("certificate-authority")
+    if ca and not Path(ca).is_absolute():
+        entry["certificate-authority"] = str((admin.parent / ca).resolve())
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": entry}],
+        "users": [{"name": service_account, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": service_account}}],
+        "current-context": "sa",
+    }
+    out.write_text(yaml.safe_dump(kubeconfig))
+    out.chmod(0o600)
+    return out
+
+
 @dataclass
 class Cluster:
     """A running cluster and the tools to talk to it."""

@@ -15,6 +15,7 @@ import yaml
 from harness.cluster import REPO, Cluster
 from harness.helm import helm as run_helm
 from harness.kind import ready_pods
+from harness.operator import sammodel
 from harness.sam import wait_condition
 
 RELEASE = "sam"
@@ -92,28 +93,17 @@ def tiny_sammodel(
     memory_limit: str = "2Gi",
     memory_request: str = "256Mi",
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": "samoperator.io/v1alpha1",
-        "kind": "SamModel",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {
-                "variant": "vit_tiny",
-                "checkpoint": {"url": checkpoint.url, "sha256": sha256 or checkpoint.sha256},
-            },
-            # float32: the reference path, which the suite compares with SamPredictor (the faster defaults are
-            # held to their own fidelity bounds in tests/unit/inference).
-            "runtime": {"device": "cpu", "maxBatchSize": 2, "precision": "float32"},
-            # Small requests: every encoder of the suite fits on the one 2-core node.
-            "resources": {
-                "gpus": 0,
-                "requests": {"cpu": "50m", "memory": memory_request},
-                "limits": {"memory": memory_limit},
-            },
-            "replicas": replicas,
-            "cvat": {"mode": mode, "displayName": f"Tiny SAM ({mode}, real pods)"},
-        },
-    }
+    return sammodel(
+        name,
+        model={"variant": "vit_tiny", "checkpoint": {"url": checkpoint.url, "sha256": sha256 or checkpoint.sha256}},
+        # float32: the reference path, which the suite compares with SamPredictor (the faster defaults are held
+        # to their own fidelity bounds in tests/unit/inference).
+        runtime={"device": "cpu", "maxBatchSize": 2, "precision": "float32"},
+        # Small requests: every encoder of the suite fits on the one 2-core node.
+        resources={"gpus": 0, "requests": {"cpu": "50m", "memory": memory_request}, "limits": {"memory": memory_limit}},
+        replicas=replicas,
+        cvat={"mode": mode, "displayName": f"Tiny SAM ({mode}, real pods)"},
+    )
 
 
 @dataclass

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from harness.cluster import Cluster, wait_for
+from harness.cluster import Cluster, service_account_kubeconfig, wait_for
 from harness.helm import CHART
 from harness.helm import helm as run_helm
 from harness.operator import sammodel
@@ -57,21 +56,7 @@ def access_review(cluster: Cluster, user: str, verb: str, group: str, resource: 
 def token_kubeconfig(cluster: Cluster, namespace: str, service_account: str, path: Path) -> Path:
     """A kubeconfig that authenticates as the ServiceAccount (bound token) against the same API server + CA."""
     token = cluster.kubectl("create", "token", service_account, "-n", namespace, "--duration=1h").stdout.strip()
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    cluster_entry = admin["clusters"][0]["cluster"]
-    ca = cluster_entry.get("certificate-authority")
-    if ca and not Path(ca).is_absolute():
-        cluster_entry["certificate-authority"] = str((cluster.kubeconfig.parent / ca).resolve())
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": cluster_entry}],
-        "users": [{"name": service_account, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": service_account}}],
-        "current-context": "sa",
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return service_account_kubeconfig(cluster.kubeconfig, service_account, token, path)
 
 
 def deployment_env(cluster: Cluster, namespace: str, name: str) -> dict[str, str]:

@@ -3,40 +3,22 @@
 from __future__ import annotations
 
 import pytest
-from harness.cluster import Cluster, wait_for
+from harness.cluster import Cluster, custom_resource_definition, wait_for
 from kubernetes import client
 
 pytestmark = pytest.mark.cluster
 
-WIDGET_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.test.samoperator.io"},
-    "spec": {
-        "group": "test.samoperator.io",
-        "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "required": ["size"],
-                                "properties": {"size": {"type": "integer", "minimum": 1}},
-                            }
-                        },
-                    }
-                },
-            }
-        ],
+WIDGET_CRD = custom_resource_definition(
+    "test.samoperator.io",
+    "Widget",
+    "widgets",
+    {
+        "type": "object",
+        "properties": {
+            "spec": {"type": "object", "required": ["size"], "properties": {"size": {"type": "integer", "minimum": 1}}}
+        },
     },
-}
+)
 
 
 def gpu_deployment(name: str, gpus: int) -> dict[str, object]:

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from harness.cluster import Cluster, wait_for
+from harness.cluster import Cluster, custom_resource_definition, wait_for
 from harness.operator import RunningOperator, sammodel
 from harness.sam import condition, wait_condition
 
 pytestmark = pytest.mark.cluster
 
 # The smallest ServiceMonitor CRD that makes the monitoring.coreos.com/v1 API exist (as prometheus-operator would).
-SERVICE_MONITOR_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "scope": "Namespaced",
-        "names": {"plural": "servicemonitors", "singular": "servicemonitor", "kind": "ServiceMonitor"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-            }
-        ],
-    },
-}
+SERVICE_MONITOR_CRD = custom_resource_definition(
+    "monitoring.coreos.com",
+    "ServiceMonitor",
+    "servicemonitors",
+    {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+)
 
 
 def names(cluster: Cluster, kind: str, namespace: str) -> list[str]:

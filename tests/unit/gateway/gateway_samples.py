@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 from harness.processes import free_port as free_port  # re-exported: the gateway tests' loopback ports
+from prometheus_client.parser import text_string_to_metric_families
 from sam_contract.cvat import CvatStatus
 
 SAM_ANNOTATIONS = {
@@ -169,6 +170,16 @@ class FakeEncoder:
             {"blob": base64.b64encode(self.name.encode()).decode()},
             headers={"X-Nuclio-Logs": "[]", "X-Encoder-Replica": self.name, "X-Cache": "miss"},
         )
+
+
+async def metric(client: TestClient[Any, Any], name: str, labels: dict[str, str]) -> float:
+    """The value of the gateway's sample ``name`` whose labels include ``labels`` (0 when it does not exist)."""
+    text = await (await client.get("/metrics")).text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
 
 
 EncoderFactory = Callable[..., Awaitable[FakeEncoder]]

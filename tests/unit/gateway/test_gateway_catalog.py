@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sam_gateway.catalog import Catalog, parse_selector
 from unit.gateway.gateway_samples import SAM_FUNCTION, pod, sammodel
 
@@ -54,37 +56,37 @@ def test_deleted_model_is_removed() -> None:
     assert catalog.functions() == []
 
 
-def test_ready_running_pod_is_a_replica_at_pod_ip_and_encoder_port() -> None:
+def replicas_with(*pods: dict[str, Any]) -> list[str]:
+    """The replicas of the sample function, in a catalog that holds exactly ``pods``."""
     catalog = Catalog()
     catalog.upsert_model(sammodel())
-    catalog.upsert_pod(pod("p1", ip="10.1.0.7"))
+    for body in pods:
+        catalog.upsert_pod(body)
     function = catalog.get(SAM_FUNCTION)
     assert function is not None
-    assert catalog.replicas(function) == ["10.1.0.7:8080"]
+    return catalog.replicas(function)
+
+
+def test_ready_running_pod_is_a_replica_at_pod_ip_and_encoder_port() -> None:
+    assert replicas_with(pod("p1", ip="10.1.0.7")) == ["10.1.0.7:8080"]
 
 
 def test_pods_that_are_pending_unready_terminating_or_without_ip_are_not_replicas() -> None:
-    catalog = Catalog()
-    catalog.upsert_model(sammodel())
-    catalog.upsert_pod(pod("pending", ip="10.0.0.1", phase="Pending"))
-    catalog.upsert_pod(pod("unready", ip="10.0.0.2", ready=False))
-    catalog.upsert_pod(pod("terminating", ip="10.0.0.3", terminating=True))
-    catalog.upsert_pod(pod("no-ip", ip=None))
-    catalog.upsert_pod(pod("good", ip="10.0.0.9"))
-    function = catalog.get(SAM_FUNCTION)
-    assert function is not None
-    assert catalog.replicas(function) == ["10.0.0.9:8080"]
+    assert replicas_with(
+        pod("pending", ip="10.0.0.1", phase="Pending"),
+        pod("unready", ip="10.0.0.2", ready=False),
+        pod("terminating", ip="10.0.0.3", terminating=True),
+        pod("no-ip", ip=None),
+        pod("good", ip="10.0.0.9"),
+    ) == ["10.0.0.9:8080"]
 
 
 def test_pods_of_other_models_or_namespaces_are_not_replicas() -> None:
-    catalog = Catalog()
-    catalog.upsert_model(sammodel())
-    catalog.upsert_pod(pod("other-model", instance="vit-b", ip="10.0.0.2"))
-    catalog.upsert_pod(pod("other-ns", namespace="elsewhere", ip="10.0.0.3"))
-    catalog.upsert_pod(pod("mine", ip="10.0.0.4"))
-    function = catalog.get(SAM_FUNCTION)
-    assert function is not None
-    assert catalog.replicas(function) == ["10.0.0.4:8080"]
+    assert replicas_with(
+        pod("other-model", instance="vit-b", ip="10.0.0.2"),
+        pod("other-ns", namespace="elsewhere", ip="10.0.0.3"),
+        pod("mine", ip="10.0.0.4"),
+    ) == ["10.0.0.4:8080"]
 
 
 def test_address_annotation_is_honoured_only_when_configured() -> None:

@@ -27,6 +27,7 @@ from unit.gateway.gateway_samples import (
     EncoderFactory,
     free_port,
     invocation_body,
+    metric,
     pod,
     sammodel,
 )
@@ -86,13 +87,9 @@ def _image_routed_to(primary: str, replicas: list[str]) -> bytes:
     raise AssertionError("no image found")
 
 
-async def _metric(client: TestClient[Any, Any], name: str, labels: dict[str, str]) -> float:
-    text = await (await client.get("/metrics")).text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
+async def _requests(client: TestClient[Any, Any], mode: str, code: str) -> float:
+    """``sam_gateway_requests_total`` of the sample function."""
+    return await metric(client, "sam_gateway_requests_total", {"function": SAM_FUNCTION, "mode": mode, "code": code})
 
 
 async def _gateway(aiohttp_client: ClientFactory, catalog: Catalog, **settings: Any) -> TestClient[Any, Any]:
@@ -258,9 +255,9 @@ async def test_connection_refused_retries_the_next_replica(
     assert resp.status == 200
     assert resp.headers["X-Encoder-Replica"] == "live"
     labels = {"function": SAM_FUNCTION}
-    assert await _metric(client, "sam_gateway_routing_decisions_total", {**labels, "outcome": "primary"}) == 1
-    assert await _metric(client, "sam_gateway_routing_decisions_total", {**labels, "outcome": "retry"}) == 1
-    assert await _metric(client, "sam_gateway_upstream_errors_total", {**labels, "reason": "connect"}) == 1
+    assert await metric(client, "sam_gateway_routing_decisions_total", {**labels, "outcome": "primary"}) == 1
+    assert await metric(client, "sam_gateway_routing_decisions_total", {**labels, "outcome": "retry"}) == 1
+    assert await metric(client, "sam_gateway_upstream_errors_total", {**labels, "reason": "connect"}) == 1
 
 
 async def test_replica_dying_mid_request_is_retried_on_another(
@@ -277,7 +274,7 @@ async def test_replica_dying_mid_request_is_retried_on_another(
     assert resp.headers["X-Encoder-Replica"] == "live"
     assert len(dying.received) == 1
     labels = {"function": SAM_FUNCTION, "reason": "disconnect"}
-    assert await _metric(client, "sam_gateway_upstream_errors_total", labels) == 1
+    assert await metric(client, "sam_gateway_upstream_errors_total", labels) == 1
 
 
 async def test_all_replicas_dead_is_a_fast_503(aiohttp_client: ClientFactory) -> None:
@@ -288,14 +285,7 @@ async def test_all_replicas_dead_is_a_fast_503(aiohttp_client: ClientFactory) ->
     assert time.monotonic() - started < 3
     error = (await resp.json())["error"]
     assert error.startswith("Failed to invoke function")
-    assert (
-        await _metric(
-            client,
-            "sam_gateway_requests_total",
-            {"function": SAM_FUNCTION, "mode": "dashboard", "code": "503"},
-        )
-        == 1
-    )
+    assert await _requests(client, "dashboard", "503") == 1
 
 
 async def test_no_ready_replica_is_a_503_and_counted(aiohttp_client: ClientFactory) -> None:
@@ -304,7 +294,7 @@ async def test_no_ready_replica_is_a_503_and_counted(aiohttp_client: ClientFacto
     assert resp.status == 503
     assert "no ready replica" in (await resp.json())["error"]
     labels = {"function": SAM_FUNCTION, "outcome": "no_replica"}
-    assert await _metric(client, "sam_gateway_routing_decisions_total", labels) == 1
+    assert await metric(client, "sam_gateway_routing_decisions_total", labels) == 1
 
 
 async def test_slow_upstream_is_a_504_within_the_configured_timeout(
@@ -319,7 +309,7 @@ async def test_slow_upstream_is_a_504_within_the_configured_timeout(
     assert 0.4 < elapsed < 3
     assert "did not answer" in (await resp.json())["error"]
     labels = {"function": SAM_FUNCTION, "reason": "timeout"}
-    assert await _metric(client, "sam_gateway_upstream_errors_total", labels) == 1
+    assert await metric(client, "sam_gateway_upstream_errors_total", labels) == 1
 
 
 @pytest.mark.parametrize("code", [400, 413, 429, 500])
@@ -370,14 +360,7 @@ async def test_direct_port_opens_serves_and_closes_with_the_function(
             assert resp.status == 200
             assert await resp.json() == {"blob": "ZW5jLWRpcmVjdA=="}
         assert encoder.received[0]["body"] == body
-        assert (
-            await _metric(
-                client,
-                "sam_gateway_requests_total",
-                {"function": SAM_FUNCTION, "mode": "direct", "code": "200"},
-            )
-            == 1
-        )
+        assert await _requests(client, "direct", "200") == 1
 
         catalog.upsert_model(sammodel(ready=False, http_port=port))
         notify_changed(app)
@@ -468,11 +451,11 @@ async def test_metrics_use_the_contract_names(aiohttp_client: ClientFactory, enc
         "sam_gateway_replicas",
     } <= names
     fn = {"function": SAM_FUNCTION}
-    assert await _metric(client, "sam_gateway_requests_total", {**fn, "mode": "dashboard", "code": "200"}) == 1
-    assert await _metric(client, "sam_gateway_request_duration_seconds_count", fn) == 1
-    assert await _metric(client, "sam_gateway_upstream_duration_seconds_count", fn) == 1
-    assert await _metric(client, "sam_gateway_functions", {}) == 1
-    assert await _metric(client, "sam_gateway_replicas", fn) == 2
+    assert await metric(client, "sam_gateway_requests_total", {**fn, "mode": "dashboard", "code": "200"}) == 1
+    assert await metric(client, "sam_gateway_request_duration_seconds_count", fn) == 1
+    assert await metric(client, "sam_gateway_upstream_duration_seconds_count", fn) == 1
+    assert await metric(client, "sam_gateway_functions", {}) == 1
+    assert await metric(client, "sam_gateway_replicas", fn) == 2
 
 
 async def test_large_body_is_accepted_and_forwarded_intact(

@@ -215,6 +215,13 @@ def test_image_pull_failure() -> None:
     assert cond(status, "Ready")["reason"] == "ImagePullFailed"
 
 
+def test_a_container_that_cannot_be_created_is_a_config_error_with_its_message() -> None:
+    waiting = {"state": {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "s" not found'}}}
+    status = derive_status(sammodel(), Observed(deployment(1, 0), [pod(fetch=DONE, export=DONE, encoder=waiting)]), NOW)
+    assert cond(status, "Degraded")["reason"] == "ContainerConfigError"
+    assert cond(status, "Degraded")["message"] == 'sam-x-1/encoder: secret "s" not found'
+
+
 def test_rolling_update_is_progressing_while_old_replicas_still_serve() -> None:
     b = sammodel(replicas=2)
     dep = deployment(replicas=3, ready=2, updated=1, available=2, generation=4)

@@ -51,11 +51,8 @@ def resolve_sam2_precision(precision: str, device: str) -> str:
     """The encoder's compute precision for SAM 2: float32, or bfloat16/float16 under autocast (the official GPU
     usage is bfloat16 autocast). `auto`: bfloat16 on a GPU that has it, else float32."""
     if precision == "auto":
-        return (
-            "bfloat16"
-            if device == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-            else ("float32")
-        )
+        gpu_bf16 = device == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return "bfloat16" if gpu_bf16 else "float32"
     if precision == "int8":
         raise ValueError("precision int8 (dynamic int8 ViT Linear layers) is for family sam; sam2 runs float32 or bf16")
     if precision == "float16" and device != "cuda":

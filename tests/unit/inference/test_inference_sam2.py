@@ -196,3 +196,16 @@ def test_a_batch_encodes_like_single_images(sam2_checkpoint: Path) -> None:
         for a, b in zip((got.image_embed, *got.high_res), (alone.image_embed, *alone.high_res), strict=True):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
     assert not np.allclose(batch[0].image_embed, batch[1].image_embed)
+
+
+def test_sam2_precisions_and_engines(tmp_path: Path) -> None:
+    from sam_inference.torch_models.sam2_predictor import Sam2EncoderPredictor, resolve_sam2_precision
+
+    assert resolve_sam2_precision("auto", "cpu") == "float32"
+    assert resolve_sam2_precision("bfloat16", "cpu") == "bfloat16"
+    with pytest.raises(ValueError, match="int8"):
+        resolve_sam2_precision("int8", "cpu")
+    with pytest.raises(ValueError, match="float16 needs device cuda"):
+        resolve_sam2_precision("float16", "cpu")
+    with pytest.raises(ValueError, match="engine 'fused' is for family sam"):
+        Sam2EncoderPredictor("hiera_t", tmp_path / "c.pt", engine="fused")

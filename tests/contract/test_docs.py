@@ -46,12 +46,14 @@ def _load(path: Path) -> dict[str, Any]:
     return body
 
 
-def test_there_are_the_four_documented_examples() -> None:
+def test_there_are_the_six_documented_examples() -> None:
     assert [p.name for p in EXAMPLES] == [
         "01-vit-h-cvat-drop-in.yaml",
         "02-vit-b-masks.yaml",
         "03-cpu-only.yaml",
         "04-autoscaled.yaml",
+        "05-sam2-hiera-t-cpu.yaml",
+        "06-sam2-hiera-l-gpu.yaml",
     ]
 
 
@@ -70,6 +72,8 @@ def test_example_validates_against_the_crd_schema_and_cel_rules(example: Path) -
         ("02-vit-b-masks.yaml", "sam-vit-b"),
         ("03-cpu-only.yaml", "sam-cvat-sam-vit-b-cpu"),
         ("04-autoscaled.yaml", "pth-facebookresearch-sam-vit-h"),
+        ("05-sam2-hiera-t-cpu.yaml", "sam-cvat-sam2-hiera-t-cpu"),
+        ("06-sam2-hiera-l-gpu.yaml", "sam-cvat-sam2-hiera-l"),
     ],
 )
 def test_example_gets_the_cvat_function_name_the_readme_promises(example: str, function: str) -> None:
@@ -84,6 +88,9 @@ def test_the_examples_cover_what_the_issue_asks() -> None:
     assert specs["02-vit-b-masks.yaml"]["cvat"]["mode"] == "masks"
     assert specs["03-cpu-only.yaml"]["resources"]["gpus"] == 0
     assert specs["04-autoscaled.yaml"]["autoscaling"]["enabled"] is True
+    assert specs["05-sam2-hiera-t-cpu.yaml"]["model"]["family"] == "sam2"
+    assert specs["05-sam2-hiera-t-cpu.yaml"]["resources"]["gpus"] == 0
+    assert specs["06-sam2-hiera-l-gpu.yaml"]["model"]["variant"] == "hiera_l"
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))

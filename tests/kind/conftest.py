@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 from harness.cluster import Cluster, k8s_bin_dir
+from harness.helm import CHART
 from harness.kind import port_forward, ready_pods, start_kind_cluster, stop_kind_cluster
 from harness.kind_release import (
-    CHART,
     RELEASE,
     TINY_FILE,
     Checkpoint,

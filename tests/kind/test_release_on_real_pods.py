@@ -9,8 +9,9 @@ import uuid
 
 import pytest
 from harness.cluster import wait_for
+from harness.helm import CHART
 from harness.kind import container_status, exec_in, logs, pods, ready_pods
-from harness.kind_release import CHART, RELEASE, Checkpoint, Kind, Model, Release, helm, tiny_sammodel
+from harness.kind_release import RELEASE, Checkpoint, Kind, Model, Release, helm, tiny_sammodel
 from harness.sam import condition, wait_condition
 
 pytestmark = [pytest.mark.kind]

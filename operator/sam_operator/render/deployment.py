@@ -96,7 +96,8 @@ def _env(model: SamModel) -> list[dict[str, str]]:
         ("SAM_INFERENCE_MODEL_FAMILY", spec.model.family),
         ("SAM_INFERENCE_MODEL_VARIANT", spec.model.variant),
         ("SAM_INFERENCE_CHECKPOINT_PATH", checkpoint_path(model)),
-        ("SAM_INFERENCE_DECODER_PATH", decoder_path(model)),
+        # SAM 2 has no exported decoder (no export-decoder init container, /v1/decoder.onnx answers 404).
+        ("SAM_INFERENCE_DECODER_PATH", decoder_path(model) if spec.model.family == "sam" else None),
         ("SAM_INFERENCE_MODE", spec.cvat.mode),
         ("SAM_INFERENCE_DEVICE", runtime.device),
         ("SAM_INFERENCE_ENGINE", runtime.engine),
@@ -208,7 +209,7 @@ def _init_containers(model: SamModel, image: str, pull_policy: str) -> list[dict
         "terminationMessagePolicy": _TERMINATION_MESSAGE_POLICY,
         "volumeMounts": [dict(m) for m in mounts],
     }
-    return [fetch, export]
+    return [fetch, export] if spec.model.family == "sam" else [fetch]
 
 
 def build_deployment(model: SamModel, settings: OperatorSettings) -> dict[str, Any]:

@@ -101,6 +101,8 @@ def diagnose_pod(pod: Mapping[str, Any], events: Sequence[Mapping[str, Any]], gp
     containers = _statuses(pod, "containerStatuses")
 
     def done(container: str) -> bool:
+        if inits and container not in inits:  # not in the pod's spec (SAM 2 pods export no decoder)
+            return True
         terminated = ((inits.get(container) or {}).get("state") or {}).get("terminated") or {}
         return bool(terminated) and terminated.get("exitCode", 1) == 0
 

@@ -209,6 +209,13 @@ def test_fetching_and_loading_are_progress_not_failure() -> None:
     assert cond(status, "Ready")["reason"] == "ModelLoading"
 
 
+def test_a_pod_without_the_export_init_container_is_loading_once_its_checkpoint_is_fetched() -> None:
+    sam2_pod = pod(fetch=DONE, encoder={"state": {"running": {}}, "started": False, "ready": False})
+    status = derive_status(sammodel(), Observed(deployment(1, 0), [sam2_pod]), NOW)
+    assert cond(status, "Ready")["reason"] == "ModelLoading"
+    assert cond(status, "ModelCached")["status"] == "True"
+
+
 def test_image_pull_failure() -> None:
     pulling = pod(phase="Pending", fetch={"state": {"waiting": {"reason": "ImagePullBackOff", "message": "nope"}}})
     status = derive_status(sammodel(), Observed(deployment(1, 0), [pulling]), NOW)

@@ -2,7 +2,8 @@
 
 Only SamModels with ``spec.autoscaling.enabled`` and ``minReplicas: 0`` take part (``Function.autoscaling``).
 
-- **Sleep** (provider hpa): a model whose last invocation is ``quietPeriodSeconds`` old gets ``spec.replicas: 0``
+- **Sleep** (provider hpa): a model that has served for ``quietPeriodSeconds`` without an invocation (time without
+  a ready replica does not count: a model still loading is not idle) gets ``spec.replicas: 0``
   through the scale subresource. Before that the gateway reads the replicas' own request counters
   (``sam_inference_requests_total`` of the invoke/embeddings/masks endpoints): if they moved since its last look,
   someone else (another gateway replica, a direct client) is using the model and the quiet period starts again.
@@ -155,6 +156,10 @@ class Activator:
             assert autoscaling is not None
             state = self._state(function.model_key)
             if state.waking is not None and not state.waking.done():
+                continue
+            if not self.catalog.replicas(function):
+                # Starting (or restarting): the quiet period counts from when it can serve, not from its creation.
+                state.last_invocation, state.encoder_requests = self.clock(), None
                 continue
             if await self._used_elsewhere(function, state):
                 state.last_invocation = self.clock()

@@ -201,6 +201,24 @@ async def test_work_seen_on_the_replicas_restarts_the_quiet_period() -> None:
     assert await activator.put_idle_models_to_sleep() == [SAM_FUNCTION]
 
 
+async def test_the_quiet_period_counts_from_the_first_ready_replica() -> None:
+    """A model still loading its checkpoint is not idle: it must not go back to sleep before it could serve."""
+    catalog = Catalog(pod_address_annotation=ANNOTATION)
+    catalog.upsert_model(scale_to_zero_model(replicas=1, quiet=60))
+    scaler, clock, counts = RecordingScaler(), FakeClock(), {"127.0.0.1:1": 0}
+    activator = sleeper(catalog, scaler, counts, clock)
+    for _ in range(3):  # three minutes of loading, no ready replica
+        await activator.put_idle_models_to_sleep()
+        clock.now += 60
+    assert scaler.scaled == []
+    catalog.upsert_pod(pod("enc-0", annotations={ANNOTATION: "127.0.0.1:1"}))
+    assert await activator.put_idle_models_to_sleep() == []
+    clock.now += 59
+    assert await activator.put_idle_models_to_sleep() == []
+    clock.now += 2
+    assert await activator.put_idle_models_to_sleep() == [SAM_FUNCTION]
+
+
 async def test_only_hpa_scale_to_zero_models_that_are_awake_are_put_to_sleep() -> None:
     catalog = Catalog(pod_address_annotation=ANNOTATION)
     scaler, clock = RecordingScaler(), FakeClock()

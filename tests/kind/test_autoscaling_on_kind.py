@@ -1,0 +1,350 @@
+"""Autoscaling with real pods on kind: a real Prometheus scrapes the encoder pods, the real prometheus-adapter
+(built here from its Go module, deployed by the chart) serves the HPA's Pods metric, the HPA scales the SamModel.
+
+1. a CVAT-shaped load raises the encoders' queue depth: replicas go 1 → N and the gateway spreads the images
+   over them; the load stops and the replicas go back to 1. Asserted on the HPA's own conditions and events;
+2. with ``minReplicas: 0`` the gateway puts the idle model to sleep (0 replicas, the HPA inactive), keeps listing
+   it to CVAT, and one click wakes it and is answered.
+
+Every invocation's status is counted: the goal is no failed request while scaling. The figures (load start →
+second replica Ready, scale-down time, wake-from-zero latency) are printed for the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from harness.cluster import HACK, Cluster, wait_for
+from harness.cvat import CvatClient, interactor_payload, synthetic_image
+from harness.kind import pods, port_forward, ready_pods
+from harness.kind_release import (
+    ENCODER_SELECTOR,
+    RELEASE,
+    Checkpoint,
+    Kind,
+    Release,
+    encoder_image,
+    helm,
+    restricted_namespace,
+    tiny_sammodel,
+)
+from harness.sam import get_sam, wait_condition
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = [pytest.mark.kind, pytest.mark.slow]
+
+CHART = HACK.parent / "charts" / "sam-operator"
+
+
+def report(line: str) -> None:
+    print(f"[autoscaling] {line}", flush=True)
+
+
+def build_and_load_metrics_images(kind: Kind) -> dict[str, str]:
+    """hack/kind/build-metrics-images.sh, then each image into the node (never pulled)."""
+    env = dict(os.environ, SAM_KIND_CLUSTER=kind.name)
+    out = subprocess.run(
+        ["bash", str(HACK / "kind" / "build-metrics-images.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+    ).stdout
+    images = dict(line.split("=", 1) for line in out.splitlines() if "=" in line and line.isascii())
+    for image in images.values():
+        subprocess.run(["bash", str(HACK / "kind" / "load-image.sh"), image], env=env, check=True, timeout=600)
+    return images
+
+
+@dataclass
+class Metrics:
+    prometheus_namespace: str
+    prometheus_url: str
+
+
+@pytest.fixture(scope="module")
+def metrics_stack(kind: Kind, release: Release) -> Iterator[Metrics]:
+    cluster = kind.cluster
+    images = build_and_load_metrics_images(kind)
+    namespace = restricted_namespace(cluster, "monitoring")
+    text = (HACK / "kind" / "prometheus.yaml").read_text()
+    operator_image = encoder_image().replace("sam-inference", "sam-operator")  # its Python runs the discovery
+    for placeholder, value in (
+        ("PROMETHEUS_IMAGE", images["PROMETHEUS_IMAGE"]),
+        ("PROMETHEUS_NAMESPACE", namespace),
+        ("OPERATOR_IMAGE", operator_image),
+    ):
+        text = text.replace(placeholder, value)
+    cluster.apply(text, namespace)
+    ready_pods(cluster, namespace, "app=prometheus", 1, timeout=180)
+    url = f"http://prometheus.{namespace}.svc:9090"
+    repository, tag = images["ADAPTER_IMAGE"].rsplit(":", 1)
+    # The chart's adapter (its rules are what the HPA reads), and a gateway that checks for idle models often.
+    helm(
+        cluster,
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "-n",
+        release.namespace,
+        "--reuse-values",
+        "--wait",
+        "--timeout",
+        "5m",
+        "--set",
+        "prometheusAdapter.deploy.enabled=true",
+        "--set",
+        f"prometheusAdapter.deploy.image.repository={repository}",
+        "--set",
+        f"prometheusAdapter.deploy.image.tag={tag}",
+        "--set",
+        "prometheusAdapter.deploy.image.pullPolicy=Never",
+        "--set",
+        f"prometheusAdapter.deploy.prometheusUrl={url}",
+        "--set",
+        "prometheusAdapter.deploy.metricsRelistInterval=10s",
+        "--set",
+        "gateway.scaleToZero.intervalSeconds=2",
+    )
+    wait_for(
+        lambda: condition_of(cluster.get_json("apiservice", "v1beta1.custom.metrics.k8s.io"), "Available") == "True",
+        timeout=180,
+        interval=2,
+        what="the custom metrics APIService Available",
+    )
+    yield Metrics(namespace, url)
+    cluster.kubectl("delete", "clusterrolebinding,clusterrole", "sam-test-prometheus", check=False)
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def condition_of(body: dict[str, Any], type_: str, field_: str = "status") -> str | None:
+    for cond in (body.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return str(cond.get(field_))
+    return None
+
+
+def autoscaled_model(name: str, checkpoint: Checkpoint, autoscaling: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = tiny_sammodel(name, checkpoint, "embedding", 1)
+    spec: dict[str, Any] = body["spec"]
+    spec["autoscaling"] = {"enabled": True, **autoscaling}
+    runtime: dict[str, Any] = body["spec"]["runtime"]
+    runtime["maxBatchSize"] = 1  # one image per forward pass: the queue shows the load
+    return body
+
+
+def hpa(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    return dict(cluster.get_json("hpa", f"sam-{name}", "-n", namespace))
+
+
+def hpa_events(cluster: Cluster, namespace: str, name: str) -> list[tuple[str, str]]:
+    return [
+        (e.reason or "", e.message or "")
+        for e in cluster.events(namespace, f"sam-{name}")
+        if e.involved_object.kind == "HorizontalPodAutoscaler"
+    ]
+
+
+def model_events(cluster: Cluster, namespace: str, name: str) -> list[tuple[str, str, str]]:
+    return [
+        (e.reason or "", e.message or "", (e.source.component if e.source else "") or "")
+        for e in cluster.events(namespace, name)
+        if e.involved_object.kind == "SamModel"
+    ]
+
+
+@dataclass
+class Load:
+    """CVAT-shaped clicks on distinct frames (each a first click: the encoder runs), from ``clients`` threads."""
+
+    cvat: CvatClient
+    function: str
+    clients: int
+    pause_s: float = 0.0
+    statuses: dict[int, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    replicas_seen: set[str] = field(default_factory=set)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, seed: int) -> Load:
+        for client in range(self.clients):
+            thread = threading.Thread(target=self._run, args=(seed + client * 100_000,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _run(self, seed: int) -> None:
+        frame = 0
+        while not self._stop.is_set():
+            image, _ = synthetic_image(160, 120, seed=seed + frame)
+            frame += 1
+            try:
+                status, headers, body = self.cvat.invoke_dashboard(self.function, interactor_payload(image, [[80, 60]]))
+            except Exception as exc:  # a dropped connection is a failed request too
+                status, headers, body = -1, {}, repr(exc)
+            with self._lock:
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                if status != 200:
+                    self.failures.append(f"{status}: {str(body)[:200]}")
+                elif "X-Sam-Gateway-Replica" in headers:
+                    self.replicas_seen.add(headers["X-Sam-Gateway-Replica"])
+            if self.pause_s:
+                self._stop.wait(self.pause_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=150)
+
+
+def ready_count(cluster: Cluster, namespace: str, name: str) -> int:
+    found = pods(cluster, namespace, ENCODER_SELECTOR.format(name))
+    return sum(1 for p in found if condition_of(p, "Ready") == "True")
+
+
+@pytest.mark.timeout(1500)
+def test_load_scales_the_model_up_and_back_down_without_failed_requests(
+    kind: Kind, metrics_stack: Metrics, models_namespace: str, checkpoint: Checkpoint, gateway_port: int
+) -> None:
+    cluster, ns, name = kind.cluster, models_namespace, "scaled"
+    cluster.apply(
+        autoscaled_model(
+            name,
+            checkpoint,
+            {"minReplicas": 1, "maxReplicas": 3, "targetQueueDepth": 1, "scaleDownStabilizationSeconds": 20},
+        ),
+        ns,
+    )
+    sam = wait_condition(cluster, ns, name, "Ready", "True", timeout=600)
+    function = sam["status"]["cvat"]["functionName"]
+    # The HPA reads the metric through the adapter before any load: ScalingActive with a valid metric.
+    wait_for(
+        lambda: condition_of(hpa(cluster, ns, name), "ScalingActive", "reason") == "ValidMetricFound",
+        timeout=240,
+        interval=3,
+        what="HPA ScalingActive/ValidMetricFound (Prometheus scraped the pod, the adapter serves the metric)",
+    )
+    cvat = CvatClient(gateway_port)
+    load = Load(cvat, function, clients=6).start(seed=1)
+    started = time.monotonic()
+    try:
+        wait_for(lambda: ready_count(cluster, ns, name) >= 2, timeout=420, interval=1, what="a second Ready replica")
+        to_second = time.monotonic() - started
+        report(f"load start -> second replica Ready: {to_second:.1f} s")
+        # Keep the load on a while so the images are spread over the replicas.
+        wait_for(lambda: len(load.replicas_seen) >= 2, timeout=120, interval=1, what="images on two replicas")
+    finally:
+        load.stop()
+    stopped = time.monotonic()
+    peak = get_sam(cluster, ns, name)["spec"]["replicas"]
+    report(f"peak spec.replicas {peak}; responses {load.statuses}; replicas used {len(load.replicas_seen)}")
+    rescales = [m for r, m in hpa_events(cluster, ns, name) if r == "SuccessfulRescale"]
+    assert any("above target" in m for m in rescales), rescales
+    current = hpa(cluster, ns, name)
+    assert condition_of(current, "AbleToScale") == "True"
+    assert condition_of(current, "ScalingActive", "reason") == "ValidMetricFound"
+
+    # A trickle of clicks (one at a time: no queue) while the HPA scales back down: none may fail.
+    trickle = Load(cvat, function, clients=1, pause_s=0.5).start(seed=9_000_000)
+    try:
+        wait_for(
+            lambda: get_sam(cluster, ns, name)["spec"]["replicas"] == 1 and ready_count(cluster, ns, name) == 1,
+            timeout=420,
+            interval=2,
+            what="the HPA scaling back to 1 replica",
+        )
+        wait_for(lambda: len(pods(cluster, ns, ENCODER_SELECTOR.format(name))) == 1, timeout=120, interval=1)
+        down = time.monotonic() - stopped
+        report(f"load stop -> back to 1 replica: {down:.1f} s")
+    finally:
+        trickle.stop()
+    rescales = [m for r, m in hpa_events(cluster, ns, name) if r == "SuccessfulRescale"]
+    assert any("below target" in m for m in rescales), rescales
+    failures = load.failures + trickle.failures
+    report(
+        f"failed requests: {len(failures)} of {sum(load.statuses.values()) + sum(trickle.statuses.values())}"
+        f" (trickle {trickle.statuses})"
+    )
+    assert not failures, failures[:10]
+
+
+def gateway_metric(kind: Kind, release: Release, name: str, **labels: str) -> float:
+    target = f"svc/{release.gateway_service}"
+    with (
+        port_forward(kind.cluster, release.namespace, target, 8070) as ports,
+        urllib.request.urlopen(f"http://127.0.0.1:{ports[8070]}/metrics", timeout=30) as response,
+    ):
+        text = response.read().decode()
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+@pytest.mark.timeout(1200)
+def test_an_idle_model_sleeps_at_zero_and_one_click_wakes_it(
+    kind: Kind,
+    release: Release,
+    metrics_stack: Metrics,
+    models_namespace: str,
+    checkpoint: Checkpoint,
+    gateway_port: int,
+) -> None:
+    cluster, ns, name = kind.cluster, models_namespace, "sleepy"
+    body = autoscaled_model(
+        name, checkpoint, {"minReplicas": 0, "maxReplicas": 2, "targetQueueDepth": 4, "quietPeriodSeconds": 10}
+    )
+    body["spec"]["cache"] = {
+        "sharedVolume": {"enabled": True, "size": "1Gi", "accessMode": "ReadWriteOnce"}
+    }  # the checkpoint survives the sleep
+    cluster.apply(body, ns)
+    sam = wait_condition(cluster, ns, name, "Ready", "True", reason="AllReplicasReady", timeout=600)
+    function = sam["status"]["cvat"]["functionName"]
+
+    # Nobody clicks: the gateway scales it to 0 after the quiet period.
+    slept = wait_condition(cluster, ns, name, "Ready", "True", reason="ScaledToZero", timeout=180)
+    assert slept["spec"]["replicas"] == 0
+    wait_for(lambda: not pods(cluster, ns, ENCODER_SELECTOR.format(name)), timeout=120, interval=1, what="no pods")
+    assert any(r == "ScaledToZero" and src == "sam-gateway" for r, _, src in model_events(cluster, ns, name))
+    wait_for(
+        lambda: condition_of(hpa(cluster, ns, name), "ScalingActive", "reason") == "ScalingDisabled",
+        timeout=120,
+        interval=2,
+        what="the HPA inactive on a target at 0 replicas",
+    )
+    assert hpa(cluster, ns, name)["spec"]["minReplicas"] == 1
+    cvat = CvatClient(gateway_port)
+    assert function in cvat.list_functions(), "a sleeping model stays listed to CVAT"
+
+    # One click wakes it, and is answered.
+    image, _ = synthetic_image(160, 120, seed=42)
+    started = time.monotonic()
+    status, _, answer = cvat.invoke_dashboard(function, interactor_payload(image, [[80, 60]]))
+    wake = time.monotonic() - started
+    report(f"wake from zero (tiny model, checkpoint on the PVC): first click answered in {wake:.1f} s")
+    assert status == 200, answer
+    assert wake < 120
+    assert get_sam(cluster, ns, name)["spec"]["replicas"] == 1
+    woken = [m for r, m, src in model_events(cluster, ns, name) if r == "WokenUp" and src == "sam-gateway"]
+    assert woken and "dashboard-mode invocation" in woken[0], woken
+    assert gateway_metric(kind, release, "sam_gateway_wakes_total", reason="dashboard_invocation") >= 1
+    # The checkpoint came from the PVC: the woken pod's fetch did not download it again.
+    (pod,) = ready_pods(cluster, ns, ENCODER_SELECTOR.format(name), 1, timeout=60)
+    fetch_log = cluster.kubectl("logs", "-n", ns, pod["metadata"]["name"], "-c", "fetch-checkpoint").stdout
+    assert "already present" in fetch_log, fetch_log
+    wait_condition(cluster, ns, name, "Ready", "True", reason="AllReplicasReady", timeout=60)
+    report(f"HPA conditions after the wake: {json.dumps(hpa(cluster, ns, name)['status'].get('conditions'))[:300]}")

@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 from sam_gateway.activator import Activator, work_requests
 from sam_gateway.app import attach_activator, create_app
 from sam_gateway.catalog import Catalog, Function
 from sam_gateway.metrics import GatewayMetrics
 from sam_gateway.settings import GatewaySettings
-from unit.gateway.gateway_samples import SAM_FUNCTION, EncoderFactory, invocation_body, pod, sammodel
+from unit.gateway.gateway_samples import SAM_FUNCTION, EncoderFactory, invocation_body, metric, pod, sammodel
 
 ANNOTATION = "samoperator.io/test-address"
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -75,15 +74,6 @@ async def gateway(aiohttp_client: ClientFactory, catalog: Catalog, scaler: Recor
     return await aiohttp_client(app)
 
 
-async def metric(client: TestClient[Any, Any], name: str, **labels: str) -> float:
-    text = await (await client.get("/metrics")).text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
-
-
 async def test_a_held_invocation_wakes_the_model_once_and_is_answered_by_the_new_replica(
     aiohttp_client: ClientFactory, encoder_factory: EncoderFactory
 ) -> None:
@@ -100,7 +90,7 @@ async def test_a_held_invocation_wakes_the_model_once_and_is_answered_by_the_new
     second = asyncio.create_task(client.post("/api/function_invocations", data=body, headers=HEADERS))
     await asyncio.sleep(0.5)
     assert not first.done() and not second.done(), "held while no replica is ready"
-    assert await metric(client, "sam_gateway_held_invocations", function=SAM_FUNCTION) == 2
+    assert await metric(client, "sam_gateway_held_invocations", {"function": SAM_FUNCTION}) == 2
     # The replica the wake asked for becomes Ready.
     catalog.upsert_pod(pod("enc-0", annotations={ANNOTATION: encoder.address}))
     for task in (first, second):
@@ -109,9 +99,12 @@ async def test_a_held_invocation_wakes_the_model_once_and_is_answered_by_the_new
         assert response.headers["X-Encoder-Replica"] == "woken"
     assert scaler.scaled == [("models", "vit-h", 1)], "one wake for any number of held invocations"
     assert [reason for reason, _ in scaler.events] == ["WokenUp"]
-    assert await metric(client, "sam_gateway_wakes_total", function=SAM_FUNCTION, reason="dashboard_invocation") == 1
-    assert await metric(client, "sam_gateway_held_invocations", function=SAM_FUNCTION) == 0
-    assert await metric(client, "sam_gateway_wake_duration_seconds_count", function=SAM_FUNCTION) == 1
+    assert (
+        await metric(client, "sam_gateway_wakes_total", {"function": SAM_FUNCTION, "reason": "dashboard_invocation"})
+        == 1
+    )
+    assert await metric(client, "sam_gateway_held_invocations", {"function": SAM_FUNCTION}) == 0
+    assert await metric(client, "sam_gateway_wake_duration_seconds_count", {"function": SAM_FUNCTION}) == 1
     assert len(encoder.received) == 2
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from harness.operator import sammodel
 from sam_operator.cvat import derive_function_name
 from sam_operator.render import build_children
 from sam_operator.render.autoscaling import (
@@ -25,18 +26,16 @@ from sam_operator.status import Observed, derive_status
 PROMETHEUS = "http://prometheus.monitoring.svc:9090"
 
 
+def body(**spec: Any) -> dict[str, Any]:
+    """harness.operator.sammodel in namespace cvat, as the API server would serve it (uid, generation)."""
+    sam = sammodel("sam-b", **spec)
+    sam["metadata"].update(namespace="cvat", uid="u1", generation=1)
+    return sam
+
+
 def model(**autoscaling: Any) -> SamModel:
-    body = {
-        "apiVersion": "samoperator.io/v1alpha1",
-        "kind": "SamModel",
-        "metadata": {"name": "sam-b", "namespace": "cvat", "uid": "u1", "generation": 1},
-        "spec": {
-            "model": {"variant": "vit_b", "checkpoint": {"url": "http://x/sam.pth", "sha256": "a" * 64}},
-            "replicas": autoscaling.pop("replicas", 1),
-            "autoscaling": {"enabled": True, "maxReplicas": 4, **autoscaling},
-        },
-    }
-    parsed = parse_sammodel(body)
+    replicas = autoscaling.pop("replicas", 1)
+    parsed = parse_sammodel(body(replicas=replicas, autoscaling={"enabled": True, "maxReplicas": 4, **autoscaling}))
     assert not isinstance(parsed, InvalidSpec), parsed
     return parsed
 
@@ -65,15 +64,8 @@ def test_min_replicas_zero_keeps_the_hpa_at_one_and_lets_the_spec_sleep() -> Non
 
 
 def test_replicas_zero_with_a_positive_minimum_is_still_rejected() -> None:
-    body = {
-        "metadata": {"name": "m", "namespace": "n", "uid": "u", "generation": 1},
-        "spec": {
-            "model": {"variant": "vit_b", "checkpoint": {"url": "http://x/sam.pth", "sha256": "a" * 64}},
-            "replicas": 0,
-            "autoscaling": {"enabled": True, "minReplicas": 1, "targetQueueDepth": 2},
-        },
-    }
-    parsed = parse_sammodel(body)
+    sam = body(replicas=0, autoscaling={"enabled": True, "minReplicas": 1, "targetQueueDepth": 2})
+    parsed = parse_sammodel(sam)
     assert isinstance(parsed, InvalidSpec)
     assert "spec.autoscaling.minReplicas 0" in parsed.message
 
@@ -125,30 +117,16 @@ def test_keda_scale_to_zero_is_idle_mode_activated_by_the_gateways_invocations()
 
 @pytest.mark.parametrize("bad", [{"provider": "knative"}, {"quietPeriodSeconds": 5}, {"minReplicas": -1}])
 def test_bad_autoscaling_fields_are_invalid_specs(bad: dict[str, Any]) -> None:
-    body = {
-        "metadata": {"name": "m", "namespace": "n", "uid": "u", "generation": 1},
-        "spec": {
-            "model": {"variant": "vit_b", "checkpoint": {"url": "http://x/sam.pth", "sha256": "a" * 64}},
-            "autoscaling": {"enabled": True, "targetQueueDepth": 2, **bad},
-        },
-    }
-    parsed = parse_sammodel(body)
+    sam = body(autoscaling={"enabled": True, "targetQueueDepth": 2, **bad})
+    parsed = parse_sammodel(sam)
     assert isinstance(parsed, InvalidSpec)
     assert "spec.autoscaling" in parsed.message
 
 
 def _status_of(replicas: int, min_replicas: int, deployment: dict[str, Any] | None) -> dict[str, str]:
-    body = {
-        "apiVersion": "samoperator.io/v1alpha1",
-        "kind": "SamModel",
-        "metadata": {"name": "sam-b", "namespace": "cvat", "uid": "u1", "generation": 3},
-        "spec": {
-            "model": {"variant": "vit_b", "checkpoint": {"url": "http://x/sam.pth", "sha256": "a" * 64}},
-            "replicas": replicas,
-            "autoscaling": {"enabled": True, "minReplicas": min_replicas, "maxReplicas": 4, "targetQueueDepth": 2},
-        },
-    }
-    status = derive_status(body, Observed(deployment=deployment), datetime(2026, 1, 1, tzinfo=UTC))
+    autoscaling = {"enabled": True, "minReplicas": min_replicas, "maxReplicas": 4, "targetQueueDepth": 2}
+    sam = body(replicas=replicas, autoscaling=autoscaling)
+    status = derive_status(sam, Observed(deployment=deployment), datetime(2026, 1, 1, tzinfo=UTC))
     (ready,) = [c for c in status["conditions"] if c["type"] == "Ready"]
     return {"status": ready["status"], "reason": ready["reason"], "message": ready["message"]}
 

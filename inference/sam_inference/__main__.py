@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sam_contract.models import VARIANTS
+
 from . import __version__
-from .settings import VARIANTS
 
 if TYPE_CHECKING:
     from .predictor import Predictor
@@ -67,7 +68,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_decoder(args: argparse.Namespace) -> int:
-    if args.variant in VARIANTS["sam2"]:  # the same init container runs for every SamModel
+    if args.variant in VARIANTS["sam2"]:  # no SAM 2 decoder to export
         print(f"skipped: no decoder export for SAM 2 ({args.variant}); /v1/decoder.onnx answers 404")
         return 0
     from .torch_models.export import export_decoder

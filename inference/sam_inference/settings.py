@@ -11,13 +11,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sam_contract.models import VARIANTS
 
 ModelFamily = Literal["sam", "sam2"]
-#: Per family: the real architectures, then the small random one for tests and demos.
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "sam": ("vit_b", "vit_l", "vit_h", "vit_tiny"),
-    "sam2": ("hiera_t", "hiera_s", "hiera_b+", "hiera_l", "hiera_micro"),
-}
 ModelVariant = Literal[
     "vit_b", "vit_l", "vit_h", "vit_tiny", "hiera_t", "hiera_s", "hiera_b+", "hiera_l", "hiera_micro"
 ]

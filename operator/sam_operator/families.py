@@ -9,14 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from sam_contract.models import VARIANTS
+
 Family = Literal["sam", "sam2"]
 Variant = Literal["vit_b", "vit_l", "vit_h", "vit_tiny", "hiera_t", "hiera_s", "hiera_b+", "hiera_l", "hiera_micro"]
 
-#: Per family: the real architectures, then the small random one for tests and demos.
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "sam": ("vit_b", "vit_l", "vit_h", "vit_tiny"),
-    "sam2": ("hiera_t", "hiera_s", "hiera_b+", "hiera_l", "hiera_micro"),
-}
 #: The only function id CVAT PR #8610's SAM 2 browser plugin decodes (its bundled decoder is Hiera-L's).
 SAM2_CVAT_FUNCTION_NAME = "pth-facebookresearch-sam2-hiera-large"
 

@@ -119,6 +119,7 @@ done
 [[ -x $SAM_K8S_BIN/prometheus-adapter ]] || build_prometheus_adapter
 log "tools ready in $SAM_K8S_BIN ($((SECONDS - start)) s)"
 "$SAM_K8S_BIN/kube-apiserver" --version
-"$SAM_K8S_BIN/etcd" --version | head -n 1
+# sed, not head: head exits after one line and, under pipefail, etcd's SIGPIPE failed setup at random.
+"$SAM_K8S_BIN/etcd" --version | sed -n 1p
 "$SAM_K8S_BIN/kwok" --version
 "$SAM_K8S_BIN/helm" version --short

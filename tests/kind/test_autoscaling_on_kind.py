@@ -277,6 +277,15 @@ def test_load_scales_the_model_up_and_back_down_without_failed_requests(
         f"failed requests: {len(failures)} of {sum(load.statuses.values()) + sum(trickle.statuses.values())}"
         f" (trickle {trickle.statuses})"
     )
+    if failures:  # what the encoders went through (a restart drops every invocation in flight on that pod)
+        for pod in pods(cluster, ns, ENCODER_SELECTOR.format(name)):
+            for status in pod["status"].get("containerStatuses") or []:
+                report(
+                    f"{pod['metadata']['name']} {status['name']}: restarts {status['restartCount']}, "
+                    f"last state {json.dumps(status.get('lastState'))[:300]}"
+                )
+        report(f"events: {[(r, m[:120]) for r, m, _ in model_events(cluster, ns, name)][-5:]}")
+        report(cluster.kubectl("get", "events", "-n", ns, "--field-selector", "type=Warning").stdout[-1500:])
     assert not failures, failures[:10]
 
 

@@ -7,33 +7,24 @@ Runs in a worker thread; no torch here.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
-import re
 import warnings
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
+from sam_contract.encoding import InvalidBase64Error
+from sam_contract.encoding import decode_base64 as decode_base64_text
 
 from .errors import BadRequestError, PayloadTooLargeError
 
-_DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,")
-_WHITESPACE = re.compile(r"\s+")
-
 
 def decode_base64(text: str, field: str = "image") -> bytes:
-    """Standard base64 (padding required; whitespace and a data: URL prefix tolerated) → bytes."""
-    text = _DATA_URL.sub("", text, count=1)
-    if any(c.isspace() for c in text[:1] + text[-1:]) or "\n" in text:
-        text = _WHITESPACE.sub("", text)
+    """The one base64 rule (``sam_contract.encoding``; the gateway's routing hash follows it too) → bytes, or a 400
+    naming ``field``."""
     try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise BadRequestError(f"{field}: invalid base64 ({exc})") from exc
-    if not data:
-        raise BadRequestError(f"{field}: empty")
-    return data
+        return decode_base64_text(text)
+    except InvalidBase64Error as exc:
+        raise BadRequestError(f"{field}: {exc}") from exc
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 
 import pytest
+from harness.waiting import until
 from sam_inference.batching import MicroBatcher
 from sam_inference.errors import OverloadedError
 
@@ -29,14 +30,6 @@ async def _submit(batcher: MicroBatcher[int, int], value: int) -> int:
         return await ticket.submit(value)
 
 
-async def _until(predicate, tries: int = 2000) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(tries):
-        if predicate():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition never became true")
-
-
 async def test_requests_arriving_during_a_batch_form_the_next_batch() -> None:
     run = GatedDoubler()
     batcher: MicroBatcher[int, int] = MicroBatcher(run, max_batch=4, wait_s=0, max_queue=16)
@@ -45,7 +38,7 @@ async def test_requests_arriving_during_a_batch_form_the_next_batch() -> None:
         first = asyncio.create_task(_submit(batcher, 1))
         await asyncio.get_running_loop().run_in_executor(None, run.entered.wait)
         rest = [asyncio.create_task(_submit(batcher, v)) for v in (2, 3, 4, 5, 6)]
-        await _until(lambda: len(batcher._queue) == 5)
+        await until(lambda: len(batcher._queue) == 5)
         run.gate.set()
         assert await first == 2
         assert [await t for t in rest] == [4, 6, 8, 10, 12]
@@ -62,7 +55,7 @@ async def test_full_queue_raises_overloaded_with_retry_after() -> None:
         running = asyncio.create_task(_submit(batcher, 1))
         await asyncio.get_running_loop().run_in_executor(None, run.entered.wait)
         queued = [asyncio.create_task(_submit(batcher, v)) for v in (2, 3)]
-        await _until(lambda: batcher.depth == 2)
+        await until(lambda: batcher.depth == 2)
         with pytest.raises(OverloadedError) as info:
             await _submit(batcher, 4)
         assert info.value.status == 429
@@ -83,7 +76,7 @@ async def test_cancelled_requests_are_skipped() -> None:
         await asyncio.get_running_loop().run_in_executor(None, run.entered.wait)
         gone = asyncio.create_task(_submit(batcher, 2))
         kept = asyncio.create_task(_submit(batcher, 3))
-        await _until(lambda: len(batcher._queue) == 2)
+        await until(lambda: len(batcher._queue) == 2)
         gone.cancel()
         await asyncio.sleep(0)
         run.gate.set()

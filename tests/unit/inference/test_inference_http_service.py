@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from harness.waiting import until
 from sam_inference.app import STATE
 from unit.inference.conftest import ClientFactory
 from unit.inference.sam_fakes import (
@@ -36,14 +37,6 @@ CONTRACT_METRICS = [
     "sam_inference_model_load_seconds",
     "sam_inference_ready",
 ]
-
-
-async def _until(predicate: Any, tries: int = 2000) -> None:
-    for _ in range(tries):
-        if predicate():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition never became true")
 
 
 async def _entered(fake: FakePredictor) -> None:
@@ -150,7 +143,7 @@ async def test_concurrent_requests_are_batched(make_client: ClientFactory) -> No
     first = asyncio.create_task(client.post("/v1/embeddings", data=image_bytes(seed=100)))
     await _entered(fake)
     rest = [asyncio.create_task(client.post("/v1/embeddings", data=image_bytes(seed=s))) for s in (101, 102, 103)]
-    await _until(lambda: _queued(client) == 3)
+    await until(lambda: _queued(client) == 3)
     fake.release()
     statuses = [(await t).status for t in [first, *rest]]
     assert statuses == [200] * 4
@@ -168,7 +161,7 @@ async def test_concurrent_requests_for_one_image_encode_once(make_client: Client
     tasks = [asyncio.create_task(client.post("/", json=body)) for _ in range(4)]
     await _entered(fake)
     service = client.app[STATE].service  # type: ignore[index]
-    await _until(lambda: service.cache.stats.hits == 3)  # the other three joined the computation in flight
+    await until(lambda: service.cache.stats.hits == 3)  # the other three joined the computation in flight
     fake.release()
     responses = [await t for t in tasks]
     assert [r.status for r in responses] == [200] * 4
@@ -211,7 +204,7 @@ async def test_full_queue_answers_429_with_retry_after(make_client: ClientFactor
     running = asyncio.create_task(client.post("/", json=cvat_body(image_bytes(seed=500))))
     await _entered(fake)
     queued = [asyncio.create_task(client.post("/", json=cvat_body(image_bytes(seed=s)))) for s in (501, 502)]
-    await _until(lambda: _depth(client) == 2)
+    await until(lambda: _depth(client) == 2)
     rejected = await client.post("/", json=cvat_body(image_bytes(seed=503)))
     assert rejected.status == 429
     assert int(rejected.headers["Retry-After"]) >= 1
@@ -304,9 +297,9 @@ async def test_cpu_bound_encoder_never_runs_beside_image_decoding(make_client: C
     first = asyncio.create_task(client.post("/v1/embeddings", data=image_bytes(seed=700)))
     await _entered(fake)
     rest = [asyncio.create_task(client.post("/v1/embeddings", data=image_bytes(seed=s))) for s in range(701, 706)]
-    await _until(lambda: _depth(client) == 5)
+    await until(lambda: _depth(client) == 5)
     if not cpu_bound:  # decoding goes on while the encoder is busy...
-        await _until(lambda: _queued(client) == 5)
+        await until(lambda: _queued(client) == 5)
     fake.release()
     assert [(await t).status for t in [first, *rest]] == [200] * 6
     if cpu_bound:  # ...unless the encoder owns the CPU: then they take turns

@@ -4,6 +4,8 @@ Owns the failure mapping CVAT expects (cvat-protocol §4.4, §11 #1 and #3):
 
 - a connection failure on a replica (refused, reset, disconnected mid-response) → try the next candidate; the
   encoder's ``POST /`` is a pure function of the image, so a replay is safe;
+- the last candidate disconnecting (``ServerDisconnectedError``: most often a kept-alive connection the server
+  closed as the request went out) → one more try on that replica, over a new connection;
 - no ready replica, or every candidate failed → :class:`InvocationError` 503, at once;
 - the whole invocation, retries included, is bounded by ``upstream_timeout_s`` (< CVAT's 120 s) → 504;
 - an upstream 4xx/5xx → returned unchanged.
@@ -125,7 +127,8 @@ class Forwarder:
         deadline = loop.time() + budget
         outgoing = filter_request_headers(headers)
         failures: list[str] = []
-        for attempt, replica in enumerate(candidates):
+        attempts = list(candidates)
+        for attempt, replica in enumerate(attempts):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
@@ -156,6 +159,9 @@ class Forwarder:
                 continue
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 self._record_failure(function, replica, "disconnect", exc, failures)
+                last = attempt == len(attempts) - 1 and len(attempts) == len(candidates)
+                if last and isinstance(exc, aiohttp.ServerDisconnectedError):
+                    attempts.append(replica)  # the for loop picks it up: the same replica, a new connection
                 continue
             self._metrics.upstream_duration.labels(function).observe(time.perf_counter() - started)
             if status >= 400:
@@ -163,7 +169,7 @@ class Forwarder:
                 self._metrics.upstream_errors.labels(function, reason).inc()
             reply_headers[REPLICA_HEADER] = replica
             return UpstreamResponse(status=status, body=data, headers=reply_headers, replica=replica)
-        if len(failures) < len(candidates):
+        if len(failures) < len(attempts):
             # The deadline ran out between attempts.
             self._metrics.upstream_errors.labels(function, "timeout").inc()
             raise InvocationError(

@@ -142,7 +142,7 @@ class FakeEncoder:
     """A loopback HTTP server standing in for one encoder replica; records what it received."""
 
     name: str
-    behaviour: str = "ok"  # ok | slow | drop | status:<code>
+    behaviour: str = "ok"  # ok | slow | drop | drop-once | status:<code>
     received: list[dict[str, Any]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     server: TestServer | None = None
@@ -157,8 +157,9 @@ class FakeEncoder:
         self.received.append({"path": request.path, "headers": dict(request.headers), "body": body})
         if self.behaviour == "slow":
             await asyncio.wait_for(self.release.wait(), timeout=10)
-        if self.behaviour == "drop":
-            # The process dies mid-request: the connection closes without a response.
+        if self.behaviour == "drop" or (self.behaviour == "drop-once" and len(self.received) == 1):
+            # The process dies mid-request, or (drop-once) the server closes a kept-alive connection as the
+            # request arrives: the connection closes without a response.
             assert request.transport is not None
             request.transport.close()
             await asyncio.sleep(0.05)

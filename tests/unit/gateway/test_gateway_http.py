@@ -277,6 +277,29 @@ async def test_replica_dying_mid_request_is_retried_on_another(
     assert await metric(client, "sam_gateway_upstream_errors_total", labels) == 1
 
 
+async def test_the_last_replica_disconnecting_is_tried_once_more(
+    aiohttp_client: ClientFactory, encoder_factory: EncoderFactory
+) -> None:
+    # One replica (a model scaling up from 1): the server drops the connection as the first request arrives, as
+    # when it closes a kept-alive connection the gateway reuses. One more try on it answers; a replica that keeps
+    # dropping still gets only that one extra try.
+    flaky = await encoder_factory("flaky", behaviour="drop-once")
+    client = await _gateway(aiohttp_client, _catalog([flaky.address]))
+    resp = await client.post("/api/function_invocations", data=invocation_body(b"a"), headers=_invoke_headers())
+    assert resp.status == 200
+    assert resp.headers["X-Encoder-Replica"] == "flaky"
+    assert len(flaky.received) == 2
+    labels = {"function": SAM_FUNCTION}
+    assert await metric(client, "sam_gateway_routing_decisions_total", {**labels, "outcome": "retry"}) == 1
+
+    dying = await encoder_factory("dying", behaviour="drop")
+    client = await _gateway(aiohttp_client, _catalog([dying.address]))
+    resp = await client.post("/api/function_invocations", data=invocation_body(b"b"), headers=_invoke_headers())
+    assert resp.status == 503
+    assert "every replica" in (await resp.json())["error"]
+    assert len(dying.received) == 2
+
+
 async def test_all_replicas_dead_is_a_fast_503(aiohttp_client: ClientFactory) -> None:
     client = await _gateway(aiohttp_client, _catalog([_dead_address(), _dead_address()]))
     started = time.monotonic()

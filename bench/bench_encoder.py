@@ -22,7 +22,6 @@ import base64
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+from harness.processes import free_port
 from PIL import Image
 from sam_inference.torch_models.engine import resolve_plan
 
@@ -54,12 +54,6 @@ class Run:
     def pct(self, q: float) -> float:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def jpeg(seed: int, width: int, height: int) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from harness.processes import free_port
 from kubernetes import client, watch
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,12 +32,6 @@ CHILD_RESOURCES = {
     "servicemonitors",
 }
 PODS_PER_NODE = 250
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def nodes_manifest(count: int) -> str:

@@ -2,7 +2,7 @@
 
 The script starts, on 127.0.0.1:
 - the encoder: the real `sam-inference serve` (tiny random-weight SAM on the CPU by default) with a small queue;
-- the gateway: the real `sam_gateway` app (this same file with `--serve-gateway`), whose catalog is
+- the gateway: the real `sam_gateway` app (`bench/soak_gateway_app.py`), whose catalog is
   filled statically with one Ready SamModel and one encoder pod annotated with the encoder's address (the
   `samoperator.io/test-address` mode the e2e harness uses), so it needs no Kubernetes API;
 then runs `--clients` concurrent clients for `--duration` seconds. Each client behaves like CVAT's server
@@ -28,7 +28,6 @@ import io
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,79 +39,11 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+from harness.processes import free_port
 from PIL import Image
+from soak_gateway_app import FUNCTION  # bench/ is on sys.path: this script runs from there
 
 ROOT = Path(__file__).resolve().parent.parent
-FUNCTION = "pth-facebookresearch-sam-vit-h"
-ANNOTATION = "samoperator.io/test-address"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# ------------------------------------------------------------------ gateway child process
-def serve_gateway(port: int, encoder: str, token: str | None) -> None:
-    """Run the real gateway app with a static catalog (one Ready SamModel, one encoder pod)."""
-    sys.path[:0] = [str(ROOT / "gateway"), str(ROOT / "contract")]
-    from aiohttp import web
-    from sam_gateway.app import create_app
-    from sam_gateway.catalog import Catalog
-    from sam_gateway.settings import GatewaySettings
-
-    settings = GatewaySettings(
-        host="127.0.0.1", port=port, direct_enabled=False, pod_address_annotation=ANNOTATION, token=token
-    )
-    catalog = Catalog(pod_address_annotation=ANNOTATION)
-    labels = {
-        "app.kubernetes.io/name": "sam-encoder",
-        "app.kubernetes.io/instance": "soak",
-        "app.kubernetes.io/component": "encoder",
-    }
-    catalog.upsert_model(
-        {
-            "apiVersion": "samoperator.io/v1alpha1",
-            "kind": "SamModel",
-            "metadata": {
-                "name": "soak",
-                "namespace": "bench",
-                "creationTimestamp": "2026-01-01T00:00:00Z",
-                "resourceVersion": "1",
-                "generation": 1,
-            },
-            "spec": {"model": {"variant": "vit_h"}},
-            "status": {
-                "observedGeneration": 1,
-                "replicas": 1,
-                "readyReplicas": 1,
-                "selector": ",".join(f"{k}={v}" for k, v in labels.items()),
-                "conditions": [{"type": "Ready", "status": "True", "reason": "Ready"}],
-                "cvat": {
-                    "enabled": True,
-                    "functionName": FUNCTION,
-                    "mode": "embedding",
-                    "description": "soak",
-                    "annotations": {"name": "Segment Anything", "type": "interactor", "version": "2"},
-                },
-            },
-        }
-    )
-    catalog.upsert_pod(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": "soak-0",
-                "namespace": "bench",
-                "labels": labels,
-                "annotations": {ANNOTATION: encoder},
-            },
-            "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]},
-        }
-    )
-    web.run_app(create_app(settings, catalog), host="127.0.0.1", port=port, access_log=None, print=None)
 
 
 # ------------------------------------------------------------------ load generator
@@ -270,12 +201,9 @@ def start_stack(args: argparse.Namespace, work: Path, procs: list[subprocess.Pop
             subprocess.Popen(
                 [
                     sys.executable,
-                    __file__,
-                    "--serve-gateway",
+                    str(Path(__file__).with_name("soak_gateway_app.py")),
                     str(gw_port),
-                    "--encoder-address",
                     f"127.0.0.1:{enc_port}",
-                    "--token",
                     TOKEN,
                 ],
                 cwd=ROOT,
@@ -404,14 +332,7 @@ def main() -> int:
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--think-ms", type=float, default=200.0, help="mean pause between one client's calls")
     parser.add_argument("--json", help="also write the report here")
-    parser.add_argument("--serve-gateway", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    parser.add_argument("--encoder-address", help=argparse.SUPPRESS)
-    parser.add_argument("--token", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve_gateway:
-        serve_gateway(args.serve_gateway, args.encoder_address, args.token)
-        return 0
-    return soak(args)
+    return soak(parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Any
 
 from sam_operator.cvat import derive_function_name
 from sam_operator.naming import child_name
-from sam_operator.render.labels import labels
+from sam_operator.render.labels import child_metadata
 from sam_operator.resources import API_VERSION, KIND, SamModel
 
 __all__ = [
@@ -92,11 +92,7 @@ def build_hpa(model: SamModel) -> dict[str, Any] | None:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": {
-            "name": child_name(model.name),
-            "namespace": model.namespace,
-            "labels": labels(model.name),
-        },
+        "metadata": child_metadata(model.name, model.namespace),
         "spec": {
             "scaleTargetRef": _scale_target(model),
             "minReplicas": _floor(model),
@@ -167,11 +163,7 @@ def build_scaledobject(model: SamModel, prometheus_address: str, *, api_availabl
     return {
         "apiVersion": KEDA_API_VERSION,
         "kind": "ScaledObject",
-        "metadata": {
-            "name": child_name(model.name),
-            "namespace": model.namespace,
-            "labels": labels(model.name),
-        },
+        "metadata": child_metadata(model.name, model.namespace),
         "spec": {
             "scaleTargetRef": _scale_target(model),
             "minReplicaCount": _floor(model),

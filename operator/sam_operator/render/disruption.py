@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sam_operator.naming import child_name
-from sam_operator.render.labels import labels, selector_labels
+from sam_operator.render.labels import child_metadata, selector_labels
 from sam_operator.resources import SamModel
 
 __all__ = ["build_pdb"]
@@ -24,10 +23,6 @@ def build_pdb(model: SamModel) -> dict[str, Any] | None:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": {
-            "name": child_name(model.name),
-            "namespace": model.namespace,
-            "labels": labels(model.name),
-        },
+        "metadata": child_metadata(model.name, model.namespace),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(model.name)}},
     }

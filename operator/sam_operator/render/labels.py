@@ -6,11 +6,13 @@ The selector uses name + instance + component only, because a Deployment's selec
 
 from __future__ import annotations
 
+from typing import Any
+
 from sam_contract.labels import ENCODER_COMPONENT, ENCODER_NAME, MANAGED_BY, PART_OF
 
-from sam_operator.naming import instance_label_value
+from sam_operator.naming import child_name, instance_label_value
 
-__all__ = ["ENCODER_COMPONENT", "ENCODER_NAME", "labels", "selector_labels", "selector_string"]
+__all__ = ["ENCODER_COMPONENT", "ENCODER_NAME", "child_metadata", "labels", "selector_labels", "selector_string"]
 
 
 def selector_labels(cr_name: str) -> dict[str, str]:
@@ -34,3 +36,13 @@ def labels(cr_name: str) -> dict[str, str]:
 def selector_string(cr_name: str) -> str:
     """``selector_labels`` as a label-selector string (``status.selector``, the scale subresource's selector)."""
     return ",".join(f"{key}={value}" for key, value in selector_labels(cr_name).items())
+
+
+def child_metadata(cr_name: str, namespace: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """``metadata`` of SamModel ``cr_name``'s child object in ``namespace``: its name and the standard labels
+    (after ``extra_labels``, which cannot override them)."""
+    return {
+        "name": child_name(cr_name),
+        "namespace": namespace,
+        "labels": {**(extra_labels or {}), **labels(cr_name)},
+    }

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sam_operator.naming import child_name
-from sam_operator.render.labels import labels, selector_labels
+from sam_operator.render.labels import child_metadata, selector_labels
 from sam_operator.resources import SamModel
 from sam_operator.settings import OperatorSettings
 
@@ -23,11 +22,7 @@ def build_servicemonitor(model: SamModel, settings: OperatorSettings, *, api_ava
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": {
-            "name": child_name(model.name),
-            "namespace": model.namespace,
-            "labels": {**settings.service_monitor_labels, **labels(model.name)},
-        },
+        "metadata": child_metadata(model.name, model.namespace, settings.service_monitor_labels),
         "spec": {
             "selector": {"matchLabels": selector_labels(model.name)},
             "endpoints": [{"port": "http", "path": "/metrics", "interval": monitoring.interval}],

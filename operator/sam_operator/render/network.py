@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sam_operator.naming import child_name
 from sam_operator.render.deployment import HTTP_PORT, _deep_copy
-from sam_operator.render.labels import labels, selector_labels
+from sam_operator.render.labels import child_metadata, selector_labels
 from sam_operator.resources import SamModel
 from sam_operator.settings import OperatorSettings
 
@@ -34,11 +33,7 @@ def build_networkpolicy(model: SamModel, settings: OperatorSettings) -> dict[str
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {
-            "name": child_name(model.name),
-            "namespace": model.namespace,
-            "labels": labels(model.name),
-        },
+        "metadata": child_metadata(model.name, model.namespace),
         "spec": {
             "podSelector": {"matchLabels": selector_labels(model.name)},
             "policyTypes": ["Ingress"],

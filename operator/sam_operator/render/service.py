@@ -6,7 +6,7 @@ from typing import Any
 
 from sam_operator.naming import child_name
 from sam_operator.render.deployment import HTTP_PORT
-from sam_operator.render.labels import labels, selector_labels
+from sam_operator.render.labels import child_metadata, selector_labels
 from sam_operator.resources import SamModel
 
 __all__ = ["build_service", "service_endpoint"]
@@ -17,11 +17,7 @@ def build_service(model: SamModel) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": child_name(model.name),
-            "namespace": model.namespace,
-            "labels": labels(model.name),
-        },
+        "metadata": child_metadata(model.name, model.namespace),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(model.name),

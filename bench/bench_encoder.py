@@ -33,6 +33,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 from harness.processes import free_port
+from harness.waiting import until_http_ok
 from PIL import Image
 from sam_inference.torch_models.engine import resolve_plan
 
@@ -79,22 +80,6 @@ def make_checkpoint(variant: str, directory: Path) -> Path:
         torch.manual_seed(0)
         torch.save(build_sam(variant).state_dict(), path)
     return path
-
-
-async def wait_ready(url: str, process: subprocess.Popen[bytes], limit_s: float = 900) -> None:
-    deadline = time.monotonic() + limit_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"server {url} exited with {process.returncode}")
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(url)
 
 
 async def load(url: str, images: list[bytes], clients: int, name: str) -> Run:
@@ -203,8 +188,8 @@ async def bench(args: argparse.Namespace) -> None:
         work / "baseline.log",
     )
     try:
-        await wait_ready(f"http://127.0.0.1:{ours_port}/readyz", ours)
-        await wait_ready(f"http://127.0.0.1:{base_port}/healthz", base)
+        await until_http_ok(f"http://127.0.0.1:{ours_port}/readyz", ours, limit_s=900)
+        await until_http_ok(f"http://127.0.0.1:{base_port}/healthz", base, limit_s=900)
         urls = {"baseline": f"http://127.0.0.1:{base_port}/", "service": f"http://127.0.0.1:{ours_port}/"}
         width, height = args.image_size
         warm = [jpeg(10_000, width, height)]

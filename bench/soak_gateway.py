@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 from harness.processes import free_port
+from harness.waiting import until_http_ok
 from PIL import Image
 from soak_gateway_app import FUNCTION  # bench/ is on sys.path: this script runs from there
 
@@ -111,20 +112,6 @@ def pct(values: list[float], q: float) -> float | None:
 
 def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
-
-
-async def wait_http(url: str, proc: subprocess.Popen[bytes], limit_s: float = 300) -> None:
-    deadline = time.monotonic() + limit_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.3)
-    raise TimeoutError(url)
 
 
 async def client_loop(
@@ -218,8 +205,8 @@ async def load(
     args: argparse.Namespace, procs: list[subprocess.Popen[bytes]], enc_port: int, gw_port: int
 ) -> tuple[list[tuple[int, float]], float, dict[str, dict[str, Any]], str]:
     encoder, gateway = procs
-    await wait_http(f"http://127.0.0.1:{enc_port}/readyz", encoder)
-    await wait_http(f"http://127.0.0.1:{gw_port}/healthz", gateway)
+    await until_http_ok(f"http://127.0.0.1:{enc_port}/readyz", encoder)
+    await until_http_ok(f"http://127.0.0.1:{gw_port}/healthz", gateway)
     print(f"encoder pid {encoder.pid} on :{enc_port}, gateway pid {gateway.pid} on :{gw_port}")
     width, height = (int(v) for v in args.size.split("x"))
     bodies = [

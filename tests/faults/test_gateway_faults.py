@@ -139,7 +139,9 @@ def test_all_replicas_gone_gets_a_fast_503_not_a_504(
         return "no ready replica" in answers[-1][2]
 
     wait_for(no_replica, 30, interval=0.2, what="the gateway to see no ready replica")
-    assert all(code == 503 and took < FAST_S for code, took, _ in answers), answers
+    # Fast either way: 503, or 404 in the moments the SamModel's status shows no Ready replica and the catalog
+    # unlists it (CI run of 798aaa0 saw two 404s in 2 ms before the 503).
+    assert all(code in (503, 404) and took < FAST_S for code, took, _ in answers), answers
 
     # 3. Scaled to zero: 503 while still listed, then the function is unlisted (404), never a slow answer.
     cluster.kubectl("scale", "sam/gone", "-n", namespace, "--replicas=0")

@@ -94,7 +94,7 @@ def _cmd_export_decoder(args: argparse.Namespace) -> int:
 def _cmd_make_tiny(args: argparse.Namespace) -> int:
     from .torch_models.tiny import write_tiny_checkpoint
 
-    print(write_tiny_checkpoint(Path(args.output), seed=args.seed, family=args.family))
+    print(write_tiny_checkpoint(Path(args.output), seed=args.seed, family=args.family, variant=args.variant))
     return 0
 
 
@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--output", required=True)
     tiny.add_argument("--family", choices=sorted(VARIANTS), default="sam")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument(
+        "--variant",
+        choices=[*VARIANTS["sam"], *VARIANTS["sam2"]],
+        help="a random model of this variant instead (vit_b, vit_h, hiera_l, ...): real size, random weights",
+    )
     tiny.set_defaults(func=_cmd_make_tiny)
     return parser
 

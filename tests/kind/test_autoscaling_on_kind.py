@@ -333,7 +333,30 @@ def gateway_metric(kind: Kind, release: Release, name: str, **labels: str) -> fl
     )
 
 
-@pytest.mark.timeout(1200)
+#: Wake from zero per model size: the tiny model in every run; SAM_TEST_WAKE_VARIANTS=vit_tiny,vit_b,vit_h adds
+#: random models of the real sizes (written by the checkpoint pod, served in the cluster like the tiny one).
+WAKE_VARIANTS = [v for v in os.environ.get("SAM_TEST_WAKE_VARIANTS", "vit_tiny").split(",") if v]
+#: Encoder memory limit per variant on CPU (float32 weights + activations of one 1024x1024 image).
+WAKE_MEMORY = {"vit_tiny": "2Gi", "vit_b": "4Gi", "vit_l": "8Gi", "vit_h": "12Gi"}
+
+
+def random_checkpoint(cluster: Cluster, namespace: str, variant: str, tiny: Checkpoint) -> Checkpoint:
+    """The tiny checkpoint, or a random ``variant`` of the real size written inside the checkpoint pod."""
+    if variant == "vit_tiny":
+        return tiny
+    (pod,) = ready_pods(cluster, namespace, "app=checkpoints", 1, timeout=60)
+    file = f"sam_{variant}_random.pth"
+    sha256 = cluster.kubectl(
+        "exec", "-n", namespace, pod["metadata"]["name"], "--",
+        "sam-inference", "make-tiny", "--variant", variant, "--output", f"/srv/{file}",
+        timeout=900,
+    ).stdout.strip().splitlines()[-1]  # fmt: skip
+    url = tiny.url.rsplit("/", 1)[0] + f"/{file}"
+    return Checkpoint(url=url, sha256=sha256, path=tiny.path.with_name(file))
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("variant", WAKE_VARIANTS)
 def test_an_idle_model_sleeps_at_zero_and_one_click_wakes_it(
     kind: Kind,
     release: Release,
@@ -341,11 +364,18 @@ def test_an_idle_model_sleeps_at_zero_and_one_click_wakes_it(
     models_namespace: str,
     checkpoint: Checkpoint,
     gateway_port: int,
+    variant: str,
 ) -> None:
-    cluster, ns, name = kind.cluster, models_namespace, "sleepy"
+    cluster, ns = kind.cluster, models_namespace
+    name = "sleepy" if variant == "vit_tiny" else f"sleepy-{variant.replace('_', '-')}"
+    weights = random_checkpoint(cluster, ns, variant, checkpoint)
     body = autoscaled_model(
-        name, checkpoint, {"minReplicas": 0, "maxReplicas": 2, "targetQueueDepth": 4, "quietPeriodSeconds": 10}
+        name, weights, {"minReplicas": 0, "maxReplicas": 2, "targetQueueDepth": 4, "quietPeriodSeconds": 10}
     )
+    body["spec"]["model"]["variant"] = variant
+    body["spec"]["resources"]["limits"]["memory"] = WAKE_MEMORY.get(variant, "12Gi")
+    if variant != "vit_tiny":
+        del body["spec"]["runtime"]["precision"]  # the fast default a SamModel that says nothing gets
     body["spec"]["cache"] = {
         "sharedVolume": {"enabled": True, "size": "1Gi", "accessMode": "ReadWriteOnce"}
     }  # the checkpoint survives the sleep
@@ -373,7 +403,7 @@ def test_an_idle_model_sleeps_at_zero_and_one_click_wakes_it(
     started = time.monotonic()
     status, _, answer = cvat.invoke_dashboard(function, interactor_payload(image, [[80, 60]]))
     wake = time.monotonic() - started
-    report(f"wake from zero (tiny model, checkpoint on the PVC): first click answered in {wake:.1f} s")
+    report(f"wake from zero ({variant}, checkpoint on the PVC): first click answered in {wake:.1f} s")
     assert status == 200, answer
     assert wake < 120
     assert get_sam(cluster, ns, name)["spec"]["replicas"] == 1

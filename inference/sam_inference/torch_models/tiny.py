@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from sam_contract.models import VARIANTS
 from segment_anything.modeling import Sam
 
 from .model import build_sam
@@ -66,21 +67,35 @@ def build_tiny_sam(seed: int = DEFAULT_SEED) -> Sam:
     return build_random_sam("vit_tiny", seed)
 
 
-def tiny_checkpoint_bytes(seed: int = DEFAULT_SEED, family: str = "sam") -> bytes:
-    """The serialised checkpoint of the family's tiny model (`vit_tiny`, `hiera_micro`) for `seed`."""
+TINY_VARIANTS = {"sam": "vit_tiny", "sam2": "hiera_micro"}
+
+
+def random_checkpoint_bytes(variant: str, seed: int = DEFAULT_SEED) -> bytes:
+    """The serialised checkpoint of a random ``variant`` of either family (``vit_b``, ``hiera_l``, ...) for `seed`,
+    in its family's format (SAM 1: a plain state dict; SAM 2: Meta's ``{"model": state_dict}``)."""
     buffer = io.BytesIO()
-    if family == "sam2":
-        torch.save({"model": build_random_sam2("hiera_micro", seed).state_dict()}, buffer)  # Meta's format
-    elif family == "sam":
-        torch.save(build_tiny_sam(seed).state_dict(), buffer)
+    if variant in VARIANTS["sam2"]:
+        torch.save({"model": build_random_sam2(variant, seed).state_dict()}, buffer)
+    elif variant in VARIANTS["sam"]:
+        torch.save(build_random_sam(variant, seed).state_dict(), buffer)
     else:
-        raise ValueError(f"unknown model family {family!r}; expected sam or sam2")
+        known = ", ".join(sorted({*VARIANTS["sam"], *VARIANTS["sam2"]}))
+        raise ValueError(f"unknown model variant {variant!r}; expected one of {known}")
     return buffer.getvalue()
 
 
-def write_tiny_checkpoint(output: Path, seed: int = DEFAULT_SEED, family: str = "sam") -> str:
-    """Write the family's tiny checkpoint atomically to `output`; returns its sha256 (hex)."""
-    data = tiny_checkpoint_bytes(seed, family)
+def tiny_checkpoint_bytes(seed: int = DEFAULT_SEED, family: str = "sam") -> bytes:
+    """The serialised checkpoint of the family's tiny model (`vit_tiny`, `hiera_micro`) for `seed`."""
+    if family not in TINY_VARIANTS:
+        raise ValueError(f"unknown model family {family!r}; expected sam or sam2")
+    return random_checkpoint_bytes(TINY_VARIANTS[family], seed)
+
+
+def write_tiny_checkpoint(
+    output: Path, seed: int = DEFAULT_SEED, family: str = "sam", variant: str | None = None
+) -> str:
+    """Write the family's tiny checkpoint (or a random ``variant``'s) atomically to `output`; returns its sha256."""
+    data = random_checkpoint_bytes(variant, seed) if variant else tiny_checkpoint_bytes(seed, family)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_bytes(data)

@@ -101,3 +101,15 @@ def test_bfloat16_embedding_stays_close_to_float32(tiny_checkpoint: Path, tiny_p
     assert cosine > 0.99
     assert not np.array_equal(low, full)
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_make_tiny_variant_writes_a_random_model_of_that_size(tmp_path: Path, tiny_sha256: str, capsys: Any) -> None:
+    """`--variant vit_b` (the wake-from-zero timing per model size serves it in kind): the real ViT-B, loadable."""
+    assert main(["make-tiny", "--output", str(tmp_path / "t.pth"), "--variant", "vit_tiny"]) == 0
+    assert capsys.readouterr().out.strip() == tiny_sha256  # the tiny default is that same variant
+    assert main(["make-tiny", "--output", str(tmp_path / "b.pth"), "--variant", "vit_b"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed == hashlib.sha256((tmp_path / "b.pth").read_bytes()).hexdigest()
+    sam = load_sam("vit_b", tmp_path / "b.pth")
+    assert len(sam.image_encoder.blocks) == 12
+    assert 85_000_000 < sum(p.numel() for p in sam.parameters()) < 100_000_000

@@ -1,0 +1,236 @@
+"""Benchmark: what the gateway adds to a cache-hit invocation of a 1080p frame (issue 13: goal < 3 ms p50).
+
+Starts, on 127.0.0.1, the real encoder (`sam-inference serve`, tiny random-weight SAM on the CPU) and the real
+gateway (`bench/soak_gateway_app.py`: the `sam_gateway` app with a static catalog naming that encoder, no
+Kubernetes API), then posts the same 1080p JPEG frame in CVAT's dashboard-mode shape (cvat-protocol §4.3) many
+times. The first call encodes the frame; every timed call is an embedding-cache hit answered with the 5.6 MB
+`{"blob": ...}`. Direct-to-encoder and through-gateway requests alternate (the order flips every round), so load
+from other jobs hits both alike. Prints p50/p95 of both, the overhead (gateway minus direct) and the load average.
+
+    .venv/bin/python bench/bench_gateway.py                          # 60 rounds
+    .venv/bin/python bench/bench_gateway.py --rounds 40 --size 1920x1080
+    .venv/bin/python bench/bench_gateway.py --profile /tmp/gw.pstats # the gateway under cProfile: top entries
+
+With ``--profile`` the gateway runs under cProfile, which slows it down: its figures show where the time goes,
+not the overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import os
+import pstats
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+from harness.processes import free_port
+from harness.waiting import until_http_ok
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+FUNCTION = "pth-facebookresearch-sam-vit-h"  # what bench/soak_gateway_app.py lists
+BLOB_CHARS = 5_592_408  # base64 of float32[1,256,64,64] (cvat-protocol §2.3)
+
+
+def frame(width: int, height: int) -> bytes:
+    """A JPEG frame that compresses like a photo (smooth gradients plus noise)."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([(x * 0.3 + y * 0.2 + c * 40) % 256 for c in range(3)], -1)
+    noisy = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noisy).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def load_average() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def start_stack(work: Path, profile: Path | None) -> tuple[list[subprocess.Popen[bytes]], int, int]:
+    checkpoint = work / "sam_vit_tiny.pth"
+    subprocess.run(
+        [sys.executable, "-m", "sam_inference", "make-tiny", "--output", str(checkpoint)],
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    enc_port, gw_port = free_port(), free_port()
+    encoder_env = {
+        **os.environ,
+        "SAM_INFERENCE_HOST": "127.0.0.1",
+        "SAM_INFERENCE_PORT": str(enc_port),
+        "SAM_INFERENCE_MODEL_VARIANT": "vit_tiny",
+        "SAM_INFERENCE_CHECKPOINT_PATH": str(checkpoint),
+        "SAM_INFERENCE_DEVICE": "cpu",
+        "SAM_INFERENCE_LOG_LEVEL": "WARNING",
+    }
+    app = str(ROOT / "bench" / "soak_gateway_app.py")
+    profiler = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile else [sys.executable]
+    procs = []
+    with (work / "encoder.log").open("wb") as log:
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "sam_inference", "serve"], env=encoder_env, cwd=ROOT, stdout=log, stderr=log
+            )
+        )
+    with (work / "gateway.log").open("wb") as log:
+        # An inherited PYTHONPATH comes first: PYTHONPATH=/tmp/old/gateway measures another version of sam_gateway.
+        gateway_env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT / "bench")])),
+        }
+        where = [sys.executable, "-c", "import sam_gateway.routes as r; print(r.__file__)"]
+        print("gateway code:", subprocess.run(where, env=gateway_env, capture_output=True, text=True).stdout.strip())
+        procs.append(
+            subprocess.Popen(
+                [*profiler, app, str(gw_port), f"127.0.0.1:{enc_port}"],
+                env=gateway_env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=log,
+            )
+        )
+    return procs, enc_port, gw_port
+
+
+async def timed_post(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]) -> bytes:
+    async with session.post(url, data=body, headers=headers) as response:
+        payload = await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{url}: HTTP {response.status}: {payload[:200]!r}")
+    return payload
+
+
+async def measure(args: argparse.Namespace, enc_port: int, gw_port: int, gateway_pid: int) -> dict[str, list[float]]:
+    width, height = args.size
+    image = frame(width, height)
+    body = json.dumps(
+        {"image": base64.b64encode(image).decode(), "pos_points": [[400, 300]], "neg_points": [], "obj_bbox": None}
+    ).encode()
+    print(f"frame {width}x{height} JPEG {len(image):,} B, request body {len(body):,} B")
+    targets = {
+        "direct": (f"http://127.0.0.1:{enc_port}/", {"Content-Type": "application/json"}),
+        "gateway": (
+            f"http://127.0.0.1:{gw_port}/api/function_invocations",
+            {
+                "Content-Type": "application/json",
+                "x-nuclio-function-name": FUNCTION,
+                "x-nuclio-path": "/",
+                "x-nuclio-project-name": "cvat",
+                "x-nuclio-function-namespace": "nuclio",
+                "X-Nuclio-Invoke-Timeout": "120s",
+            },
+        ),
+    }
+    times: dict[str, list[float]] = {name: [] for name in targets}
+    timeout = aiohttp.ClientTimeout(total=600)
+    # One kept-alive connection per target, as CVAT's requests.Session keeps one to the dashboard.
+    sessions = {name: aiohttp.ClientSession(timeout=timeout) for name in targets}
+    try:
+        answers = {}
+        for _ in range(args.warmup):  # the first call encodes the frame; then both paths are warm
+            for name, (url, headers) in targets.items():
+                answers[name] = await timed_post(sessions[name], url, body, headers)
+        blob = json.loads(answers["direct"])["blob"]
+        assert len(blob) == BLOB_CHARS, len(blob)
+        assert answers["gateway"] == answers["direct"], "the gateway changed the answer"
+        print(f"answer {len(answers['direct']):,} B, identical on both paths; load average {load_average()}")
+        cpu_before = cpu_seconds(gateway_pid)
+        for round_ in range(args.rounds):
+            order = list(targets) if round_ % 2 == 0 else list(reversed(targets))
+            for name in order:
+                url, headers = targets[name]
+                started = time.perf_counter()
+                await timed_post(sessions[name], url, body, headers)
+                times[name].append(time.perf_counter() - started)
+        # Only the gateway requests run in the gateway: its CPU per invocation, whatever the machine's load.
+        times["gateway_cpu"] = [(cpu_seconds(gateway_pid) - cpu_before) / args.rounds]
+    finally:
+        for session in sessions.values():
+            await session.close()
+    return times
+
+
+def report(times: dict[str, list[float]], load_before: str) -> None:
+    direct, gateway = times["direct"], times["gateway"]
+    overhead = [g - d for d, g in zip(direct, gateway, strict=True)]
+    print(f"\n{len(direct)} rounds, interleaved; load average before {load_before}, after {load_average()}")
+    print(f"{'path':<10}{'p50 ms':>10}{'p95 ms':>10}{'min ms':>10}")
+    for name, values in (("direct", direct), ("gateway", gateway)):
+        print(f"{name:<10}{pct(values, 0.5) * 1e3:>10.2f}{pct(values, 0.95) * 1e3:>10.2f}{min(values) * 1e3:>10.2f}")
+    print(
+        f"overhead p50 {(pct(gateway, 0.5) - pct(direct, 0.5)) * 1e3:.2f} ms "
+        f"(median of per-round differences {statistics.median(overhead) * 1e3:.2f} ms; goal < 3 ms)"
+    )
+    print(f"gateway CPU per invocation {times['gateway_cpu'][0] * 1e3:.2f} ms (user + system, /proc)")
+
+
+def print_profile(path: Path, top: int) -> None:
+    stats = pstats.Stats(str(path))
+    stats.strip_dirs()
+    for order in ("tottime", "cumulative"):
+        print(f"\n--- gateway profile, top {top} by {order} ---")
+        stats.sort_stats(order).print_stats(top)
+
+
+async def main(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="sam-bench-gw-"))
+    profile = Path(args.profile) if args.profile else None
+    procs, enc_port, gw_port = start_stack(work, profile)
+    encoder, gateway = procs
+    try:
+        await until_http_ok(f"http://127.0.0.1:{enc_port}/readyz", encoder, limit_s=300)
+        await until_http_ok(f"http://127.0.0.1:{gw_port}/healthz", gateway, limit_s=120)
+        load_before = load_average()
+        times = await measure(args, enc_port, gw_port, gateway.pid)
+        report(times, load_before)
+    finally:
+        # SIGINT: aiohttp's run_app exits cleanly, so cProfile writes its file.
+        gateway.send_signal(signal.SIGINT)
+        encoder.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        print(f"logs in {work}")
+    if profile:
+        print_profile(profile, args.top)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    width, height = text.lower().split("x")
+    return int(width), int(height)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=60, help="timed rounds (one request per path each)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (the first encodes)")
+    parser.add_argument("--size", type=parse_size, default=(1920, 1080), help="frame WIDTHxHEIGHT")
+    parser.add_argument("--profile", help="run the gateway under cProfile, write the stats here, print the top")
+    parser.add_argument("--top", type=int, default=25, help="profile entries to print")
+    asyncio.run(main(parser.parse_args()))

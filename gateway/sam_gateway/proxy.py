@@ -3,7 +3,13 @@
 Owns the failure mapping CVAT expects (cvat-protocol §4.4, §11 #1 and #3):
 
 - a connection failure on a replica (refused, reset, disconnected mid-response) → try the next candidate; the
-  encoder's ``POST /`` is a pure function of the image, so a replay is safe;
+  encoder's ``POST /`` is a pure function of the image, so a replay is safe. That holds until the first byte of
+  the answer has gone to the client: a large answer (an embedding's 5.6 MB) is relayed to an
+  :class:`AnswerSink` as it arrives instead of being read whole first (issue 13: store-and-forward cost an
+  extra full transfer per invocation), and a replica that breaks off *during* that relay raises
+  :class:`AnswerBroken` (counted, logged; the caller closes the client's connection, which then sees a body
+  shorter than its ``Content-Length``). Answers under ``STREAM_MIN_BYTES`` (errors, masks) are read whole first,
+  so they stay replayable to the end;
 - the last candidate disconnecting (``ServerDisconnectedError``: most often a kept-alive connection the server
   closed as the request went out) → one more try on that replica, over a new connection;
 - no ready replica, or every candidate failed → :class:`InvocationError` 503, at once;
@@ -16,11 +22,11 @@ Called by :mod:`sam_gateway.routes`; knows nothing about the catalog or aiohttp'
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 from multidict import CIMultiDict
@@ -46,6 +52,8 @@ _HOP_BY_HOP = frozenset(
     }
 )
 REPLICA_HEADER = "X-Sam-Gateway-Replica"
+# Answers at least this large (with a Content-Length) are relayed as they arrive; smaller ones are read whole.
+STREAM_MIN_BYTES = 512 * 1024
 
 
 class InvocationError(Exception):
@@ -58,14 +66,49 @@ class InvocationError(Exception):
         self.retry_after_s = retry_after_s  # sent as Retry-After (a model waking from zero)
 
 
+class AnswerBroken(Exception):
+    """The replica failed after part of its answer had been relayed to the client: nothing more can be sent."""
+
+
+class ClientGone(Exception):
+    """Raised by an :class:`AnswerSink` whose client stopped reading (never mistaken for a replica failure)."""
+
+
+class AnswerSink(Protocol):
+    """Where a relayed answer goes (the client's response); every method raises :class:`ClientGone` on failure."""
+
+    async def start(self, status: int, headers: CIMultiDict[str], length: int) -> None:
+        """Send the status line and headers."""
+
+    async def write(self, chunk: bytes) -> None:
+        """Send a piece of the body."""
+
+    async def finish(self) -> None:
+        """End the body."""
+
+
 @dataclass(frozen=True)
 class UpstreamResponse:
-    """A replica's answer, headers already filtered for the client."""
+    """A replica's whole answer, headers already filtered for the client.
+
+    The body stays in the pieces it arrived in (``chunks``): joining it only to write it out again is a copy.
+    ``relayed``: the body already went to the :class:`AnswerSink` (``chunks`` is empty)."""
 
     status: int
-    body: bytes
+    chunks: tuple[bytes, ...]
     headers: CIMultiDict[str]
     replica: str
+    relayed: bool = False
+
+    @property
+    def body(self) -> bytes:
+        """The body as one bytes object (a copy: for tests and small answers)."""
+        return b"".join(self.chunks)
+
+    @property
+    def length(self) -> int:
+        """Body size in bytes."""
+        return sum(len(chunk) for chunk in self.chunks)
 
 
 def filter_request_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
@@ -115,10 +158,14 @@ class Forwarder:
         body: bytes,
         headers: Mapping[str, str],
         timeout_s: float | None = None,
+        sink: AnswerSink | None = None,
     ) -> UpstreamResponse:
         """Send to ``candidates`` in order until one answers; raise :class:`InvocationError` otherwise.
 
-        ``timeout_s`` shortens the deadline (an invocation that already waited for a model to wake)."""
+        ``timeout_s`` shortens the deadline (an invocation that already waited for a model to wake). With a
+        ``sink``, an answer of ``STREAM_MIN_BYTES`` or more is relayed into it as it arrives (see the module
+        docstring: :class:`AnswerBroken` when the replica breaks off during the relay, :class:`ClientGone` passed
+        through)."""
         if not candidates:
             self._metrics.routing_decisions.labels(function, "no_replica").inc()
             raise InvocationError(503, f"Failed to invoke function: no ready replica of {function!r}")
@@ -139,11 +186,19 @@ class Forwarder:
             started = time.perf_counter()
             try:
                 async with self._session.request(
-                    method, url, data=io.BytesIO(body), headers=outgoing, timeout=timeout, allow_redirects=False
+                    method, url, data=body, headers=outgoing, timeout=timeout, allow_redirects=False
                 ) as resp:
-                    data = await resp.read()
                     status = resp.status
                     reply_headers = filter_response_headers(resp.headers)
+                    reply_headers[REPLICA_HEADER] = replica
+                    length = resp.content_length
+                    relayed = sink is not None and length is not None and length >= STREAM_MIN_BYTES
+                    if relayed and sink is not None and length is not None:  # (the repeat narrows for mypy)
+                        await sink.start(status, reply_headers, length)
+                        await self._relay(function, replica, resp, sink)
+                        data: tuple[bytes, ...] = ()
+                    else:  # the pieces as received, never joined (UpstreamResponse)
+                        data = tuple([chunk async for chunk, _ in resp.content.iter_chunks() if chunk])
             except aiohttp.ConnectionTimeoutError as exc:
                 self._record_failure(function, replica, "connect", exc, failures)
                 continue
@@ -167,8 +222,7 @@ class Forwarder:
             if status >= 400:
                 reason = "http_5xx" if status >= 500 else "http_4xx"
                 self._metrics.upstream_errors.labels(function, reason).inc()
-            reply_headers[REPLICA_HEADER] = replica
-            return UpstreamResponse(status=status, body=data, headers=reply_headers, replica=replica)
+            return UpstreamResponse(status, data, reply_headers, replica, relayed=relayed)
         if len(failures) < len(attempts):
             # The deadline ran out between attempts.
             self._metrics.upstream_errors.labels(function, "timeout").inc()
@@ -179,6 +233,22 @@ class Forwarder:
         raise InvocationError(
             503, f"Failed to invoke function: every replica of {function!r} failed: " + "; ".join(failures)
         )
+
+    async def _relay(self, function: str, replica: str, resp: aiohttp.ClientResponse, sink: AnswerSink) -> None:
+        """Copy the answer's body into ``sink`` piece by piece (after ``sink.start``)."""
+        try:
+            async for chunk, _ in resp.content.iter_chunks():
+                if chunk:
+                    await sink.write(chunk)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            timed_out = isinstance(exc, TimeoutError | aiohttp.SocketTimeoutError)
+            self._metrics.upstream_errors.labels(function, "timeout" if timed_out else "disconnect").inc()
+            log.warning(
+                "Replica broke off its answer during the relay",
+                extra={"function": function, "replica": replica, "error": f"{exc.__class__.__name__}: {exc}"},
+            )
+            raise AnswerBroken(f"{replica}: {exc.__class__.__name__}: {exc}") from exc
+        await sink.finish()
 
     def _record_failure(
         self, function: str, replica: str, reason: str, exc: BaseException, failures: list[str]

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sam_gateway import nuclio
 from sam_gateway.catalog import Function
-from sam_gateway.proxy import InvocationError
+from sam_gateway.proxy import AnswerBroken, ClientGone, InvocationError, UpstreamResponse
 from sam_gateway.routing import image_digest, rank_replicas
 from sam_gateway.state import ACTIVATOR, CATALOG, DIRECT_PORT, FORWARDER, METRICS, PARENT, SETTINGS
+
+log = logging.getLogger(__name__)
 
 FUNCTION_NAME_HEADER = "x-nuclio-function-name"
 FUNCTION_NAMESPACE_HEADER = "x-nuclio-function-namespace"
@@ -28,8 +32,9 @@ PROJECT_HEADER = "x-nuclio-project-name"
 PATH_HEADER = "x-nuclio-path"
 # CVAT's own deadline for an invocation is 120 s; a held invocation is answered within this much.
 _CVAT_BUDGET_S = 115.0
-# Hashing a large body (base64 decode + sha256 of tens of MB) leaves the event loop above this size.
-_OFFLOAD_DIGEST_BYTES = 256 * 1024
+# Keying a large body (sha256 of its base64 text, ~1 ms per MB here) leaves the event loop above this size; below
+# it the thread hand-off costs more than it frees (a CVAT 1080p JPEG frame is ~1 MB of JSON).
+_OFFLOAD_DIGEST_BYTES = 4 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -70,7 +75,7 @@ async def get_function(request: web.Request) -> web.Response:
 
 
 # ------------------------------------------------------------------ invocation
-async def dashboard_invocation(request: web.Request) -> web.Response:
+async def dashboard_invocation(request: web.Request) -> web.StreamResponse:
     """``/api/function_invocations``: route by ``x-nuclio-function-name``, forward to ``x-nuclio-path``."""
     app = request.app
     name = request.headers.get(FUNCTION_NAME_HEADER, "").strip()
@@ -85,7 +90,7 @@ async def dashboard_invocation(request: web.Request) -> web.Response:
     return await invoke(app, request, function, mode="dashboard", path=path)
 
 
-async def direct_invocation(request: web.Request) -> web.Response:
+async def direct_invocation(request: web.Request) -> web.StreamResponse:
     """Direct mode ``POST /`` on a function's own port: the port names the function."""
     app = request.app[PARENT]
     port = request.app[DIRECT_PORT]
@@ -98,8 +103,8 @@ async def direct_invocation(request: web.Request) -> web.Response:
 
 async def invoke(
     app: web.Application, request: web.Request, function: Function, *, mode: str, path: str
-) -> web.Response:
-    """Hash the image, rank the ready replicas, forward; map failures to Nuclio-style JSON errors."""
+) -> web.StreamResponse:
+    """Key the image, rank the ready replicas, forward; map failures to Nuclio-style JSON errors."""
     started = time.perf_counter()
     body = await request.read()
     if len(body) > _OFFLOAD_DIGEST_BYTES:
@@ -107,6 +112,7 @@ async def invoke(
     else:
         digest = image_digest(body)
     activator = app.get(ACTIVATOR)
+    answer = _ClientAnswer(request)
     try:
         if activator is None:
             replicas, budget = app[CATALOG].replicas(function), None
@@ -122,14 +128,57 @@ async def invoke(
             body=body,
             headers=request.headers,
             timeout_s=budget,
+            sink=answer,
         )
-        response = web.Response(status=upstream.status, body=upstream.body, headers=upstream.headers)
+        if not upstream.relayed:
+            await answer.send_whole(upstream)
     except InvocationError as exc:
-        response = error(exc.status, exc.message, exc.retry_after_s)
+        answer.response = error(exc.status, exc.message, exc.retry_after_s)
+    except AnswerBroken:  # part of the answer is out: end the connection so the client sees it cut short
+        if request.transport is not None:
+            request.transport.close()
+    except ClientGone:
+        log.info("Client disconnected during the answer", extra={"function": function.name})
+    response = answer.response
     metrics = app[METRICS]
     metrics.request_duration.labels(function.name).observe(time.perf_counter() - started)
     _count(app, function.name, mode, response.status)
     return response
+
+
+class _ClientAnswer:
+    """The client's side of a replica's answer (:class:`sam_gateway.proxy.AnswerSink`): a ``StreamResponse``
+    with the replica's length, written piece by piece (no join, no chunked encoding)."""
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+        # Until the answer starts: what to return if the client leaves first (the status is what gets counted).
+        self.response = web.StreamResponse(status=499)
+
+    async def start(self, status: int, headers: CIMultiDict[str], length: int) -> None:
+        self.response = web.StreamResponse(status=status, headers=headers)
+        self.response.content_length = length
+        await self._sending(self.response.prepare(self._request))
+
+    async def write(self, chunk: bytes) -> None:
+        await self._sending(self.response.write(chunk))
+
+    async def finish(self) -> None:
+        await self._sending(self.response.write_eof())
+
+    async def send_whole(self, upstream: UpstreamResponse) -> None:
+        """Send an answer read whole (``upstream.chunks``)."""
+        await self.start(upstream.status, upstream.headers, upstream.length)
+        for chunk in upstream.chunks:
+            await self.write(chunk)
+        await self.finish()
+
+    @staticmethod
+    async def _sending(step: Awaitable[object]) -> None:
+        try:
+            await step
+        except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError included
+            raise ClientGone(str(exc)) from exc
 
 
 def _count(app: web.Application, function: str, mode: str, code: int) -> None:

@@ -17,8 +17,8 @@ async def encoder_factory(
     """Start fake encoders on loopback; slow ones are released at teardown."""
     started: list[FakeEncoder] = []
 
-    async def start(name: str, behaviour: str = "ok") -> FakeEncoder:
-        encoder = FakeEncoder(name=name, behaviour=behaviour)
+    async def start(name: str, behaviour: str = "ok", answer_bytes: int = 0) -> FakeEncoder:
+        encoder = FakeEncoder(name=name, behaviour=behaviour, answer_bytes=answer_bytes)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", encoder.handle)
         encoder.server = await aiohttp_server(app, host="127.0.0.1")

@@ -142,7 +142,9 @@ class FakeEncoder:
     """A loopback HTTP server standing in for one encoder replica; records what it received."""
 
     name: str
-    behaviour: str = "ok"  # ok | slow | drop | drop-once | status:<code>
+    # ok | slow | drop | drop-once | status:<code> | cut (headers and half the body, then the connection closes)
+    behaviour: str = "ok"
+    answer_bytes: int = 0  # > 0: the blob is padded so the JSON answer is about this long (an embedding's 5.6 MB)
     received: list[dict[str, Any]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     server: TestServer | None = None
@@ -167,10 +169,19 @@ class FakeEncoder:
         if self.behaviour.startswith("status:"):
             code = int(self.behaviour.split(":", 1)[1])
             return web.json_response({"error": f"{self.name} says {code}"}, status=code)
-        return web.json_response(
-            {"blob": base64.b64encode(self.name.encode()).decode()},
-            headers={"X-Nuclio-Logs": "[]", "X-Encoder-Replica": self.name, "X-Cache": "miss"},
-        )
+        blob = base64.b64encode(self.name.encode()).decode()
+        blob += "A" * max(0, self.answer_bytes - len(blob) - 12)
+        headers = {"X-Nuclio-Logs": "[]", "X-Encoder-Replica": self.name, "X-Cache": "miss"}
+        if self.behaviour == "cut":
+            payload = json.dumps({"blob": blob}).encode()
+            response = web.StreamResponse(headers={**headers, "Content-Type": "application/json"})
+            response.content_length = len(payload)
+            await response.prepare(request)
+            await response.write(payload[: len(payload) // 2])
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        return web.json_response({"blob": blob}, headers=headers)
 
 
 async def metric(client: TestClient[Any, Any], name: str, labels: dict[str, str]) -> float:

@@ -238,6 +238,42 @@ class Load:
             thread.join(timeout=150)
 
 
+@dataclass
+class PodHistory:
+    """Samples the encoder pods every 2 s while scaling: every pod seen, its restarts and last termination (pods
+    the autoscaler removed are gone by the time a failure is reported)."""
+
+    cluster: Cluster
+    namespace: str
+    selector: str
+    seen: dict[str, str] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> PodHistory:
+        threading.Thread(target=self._run, daemon=True).start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(2):
+            try:
+                found = self.cluster.get_json("pods", "-n", self.namespace, "-l", self.selector)["items"]
+            except Exception:  # the API may be briefly slow; sample again
+                continue
+            for pod in found:
+                for status in pod["status"].get("containerStatuses") or []:
+                    if status["restartCount"] or pod["metadata"]["name"] not in self.seen:
+                        terminated = (status.get("lastState") or {}).get("terminated") or {}
+                        self.seen[pod["metadata"]["name"]] = (
+                            f"{pod['status'].get('podIP')} restarts {status['restartCount']}"
+                            f" last {terminated.get('reason')} exit {terminated.get('exitCode')}"
+                            f" {(terminated.get('message') or '')[-300:]}"
+                        )
+
+    def stop(self) -> dict[str, str]:
+        self._stop.set()
+        return self.seen
+
+
 def ready_count(cluster: Cluster, namespace: str, name: str) -> int:
     found = pods(cluster, namespace, ENCODER_SELECTOR.format(name))
     return sum(1 for p in found if condition_of(p, "Ready") == "True")
@@ -266,6 +302,7 @@ def test_load_scales_the_model_up_and_back_down_without_failed_requests(
         what="HPA ScalingActive/ValidMetricFound (Prometheus scraped the pod, the adapter serves the metric)",
     )
     cvat = CvatClient(gateway_port)
+    history = PodHistory(cluster, ns, ENCODER_SELECTOR.format(name)).start()
     load = Load(cvat, function, clients=6).start(seed=1)
     started = time.monotonic()
     try:
@@ -299,6 +336,7 @@ def test_load_scales_the_model_up_and_back_down_without_failed_requests(
         report(f"load stop -> back to 1 replica: {down:.1f} s")
     finally:
         trickle.stop()
+        seen = history.stop()
     rescales = [m for r, m in hpa_events(cluster, ns, name) if r == "SuccessfulRescale"]
     assert any("below target" in m for m in rescales), rescales
     failures = load.failures + trickle.failures
@@ -307,12 +345,8 @@ def test_load_scales_the_model_up_and_back_down_without_failed_requests(
         f" (trickle {trickle.statuses})"
     )
     if failures:  # what the encoders went through (a restart drops every invocation in flight on that pod)
-        for pod in pods(cluster, ns, ENCODER_SELECTOR.format(name)):
-            for status in pod["status"].get("containerStatuses") or []:
-                report(
-                    f"{pod['metadata']['name']} {status['name']}: restarts {status['restartCount']}, "
-                    f"last state {json.dumps(status.get('lastState'))[:300]}"
-                )
+        for pod_name, line in seen.items():
+            report(f"{pod_name}: {line}")
         report(f"events: {[(r, m[:120]) for r, m, _ in model_events(cluster, ns, name)][-5:]}")
         report(cluster.kubectl("get", "events", "-n", ns, "--field-selector", "type=Warning").stdout[-1500:])
     assert not failures, failures[:10]

@@ -10,6 +10,10 @@ from other jobs hits both alike. Prints p50/p95 of both, the overhead (gateway m
     .venv/bin/python bench/bench_gateway.py                          # 60 rounds
     .venv/bin/python bench/bench_gateway.py --rounds 40 --size 1920x1080
     .venv/bin/python bench/bench_gateway.py --profile /tmp/gw.pstats # the gateway under cProfile: top entries
+    .venv/bin/python bench/bench_gateway.py --bare-relay             # + the floor: a bare TCP relay process
+
+``--bare-relay`` adds a third path, interleaved too: the direct request through a bare TCP relay (two threads per
+connection, blocking sockets, 4 MiB reads, no HTTP parsing), the least any extra process on the path can cost here.
 
 With ``--profile`` the gateway runs under cProfile, which slows it down: its figures show where the time goes,
 not the overhead.
@@ -20,15 +24,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
 import pstats
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -69,7 +76,10 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def start_stack(work: Path, profile: Path | None) -> tuple[list[subprocess.Popen[bytes]], int, int]:
+def start_stack(
+    work: Path, profile: Path | None, bare_relay: bool
+) -> tuple[list[subprocess.Popen[bytes]], int, int, int | None]:
+    """Encoder, gateway and (``bare_relay``) the relay; their processes and ports."""
     checkpoint = work / "sam_vit_tiny.pth"
     subprocess.run(
         [sys.executable, "-m", "sam_inference", "make-tiny", "--output", str(checkpoint)],
@@ -113,7 +123,35 @@ def start_stack(work: Path, profile: Path | None) -> tuple[list[subprocess.Popen
                 stderr=log,
             )
         )
-    return procs, enc_port, gw_port
+    relay_port = None
+    if bare_relay:
+        relay_port = free_port()
+        procs.append(
+            subprocess.Popen([sys.executable, __file__, "--serve-relay", str(relay_port), str(enc_port)], cwd=ROOT)
+        )
+    return procs, enc_port, gw_port, relay_port
+
+
+def serve_relay(listen_port: int, target_port: int) -> None:
+    """Forward every connection on ``listen_port`` to ``target_port`` byte for byte, both ways, until killed."""
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        buffer = bytearray(4 << 20)
+        view = memoryview(buffer)
+        with contextlib.suppress(OSError):
+            while count := source.recv_into(buffer):
+                sink.sendall(view[:count])
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    server = socket.create_server(("127.0.0.1", listen_port))
+    while True:
+        client, _ = server.accept()
+        upstream = socket.create_connection(("127.0.0.1", target_port))
+        for end in (client, upstream):
+            end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
 
 
 async def timed_post(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -124,7 +162,9 @@ async def timed_post(session: aiohttp.ClientSession, url: str, body: bytes, head
     return payload
 
 
-async def measure(args: argparse.Namespace, enc_port: int, gw_port: int, gateway_pid: int) -> dict[str, list[float]]:
+async def measure(
+    args: argparse.Namespace, enc_port: int, gw_port: int, proxies: dict[str, int], relay_port: int | None
+) -> dict[str, list[float]]:
     width, height = args.size
     image = frame(width, height)
     body = json.dumps(
@@ -145,6 +185,8 @@ async def measure(args: argparse.Namespace, enc_port: int, gw_port: int, gateway
             },
         ),
     }
+    if relay_port is not None:
+        targets["relay"] = (f"http://127.0.0.1:{relay_port}/", {"Content-Type": "application/json"})
     times: dict[str, list[float]] = {name: [] for name in targets}
     timeout = aiohttp.ClientTimeout(total=600)
     # One kept-alive connection per target, as CVAT's requests.Session keeps one to the dashboard.
@@ -156,18 +198,20 @@ async def measure(args: argparse.Namespace, enc_port: int, gw_port: int, gateway
                 answers[name] = await timed_post(sessions[name], url, body, headers)
         blob = json.loads(answers["direct"])["blob"]
         assert len(blob) == BLOB_CHARS, len(blob)
-        assert answers["gateway"] == answers["direct"], "the gateway changed the answer"
-        print(f"answer {len(answers['direct']):,} B, identical on both paths; load average {load_average()}")
-        cpu_before = cpu_seconds(gateway_pid)
+        assert all(answer == answers["direct"] for answer in answers.values()), "a proxy changed the answer"
+        print(f"answer {len(answers['direct']):,} B, identical on every path; load average {load_average()}")
+        cpu_before = {name: cpu_seconds(pid) for name, pid in proxies.items()}
         for round_ in range(args.rounds):
-            order = list(targets) if round_ % 2 == 0 else list(reversed(targets))
+            order = list(targets)[round_ % len(targets) :] + list(targets)[: round_ % len(targets)]
             for name in order:
                 url, headers = targets[name]
                 started = time.perf_counter()
                 await timed_post(sessions[name], url, body, headers)
                 times[name].append(time.perf_counter() - started)
-        # Only the gateway requests run in the gateway: its CPU per invocation, whatever the machine's load.
-        times["gateway_cpu"] = [(cpu_seconds(gateway_pid) - cpu_before) / args.rounds]
+        # Only the gateway's requests run in the gateway (the relay's in the relay): CPU per invocation, whatever the
+        # machine's load.
+        for name, pid in proxies.items():
+            times[f"{name}_cpu"] = [(cpu_seconds(pid) - cpu_before[name]) / args.rounds]
     finally:
         for session in sessions.values():
             await session.close()
@@ -179,13 +223,22 @@ def report(times: dict[str, list[float]], load_before: str) -> None:
     overhead = [g - d for d, g in zip(direct, gateway, strict=True)]
     print(f"\n{len(direct)} rounds, interleaved; load average before {load_before}, after {load_average()}")
     print(f"{'path':<10}{'p50 ms':>10}{'p95 ms':>10}{'min ms':>10}")
-    for name, values in (("direct", direct), ("gateway", gateway)):
-        print(f"{name:<10}{pct(values, 0.5) * 1e3:>10.2f}{pct(values, 0.95) * 1e3:>10.2f}{min(values) * 1e3:>10.2f}")
+    for name in ("direct", "gateway", "relay"):
+        if values := times.get(name):
+            print(
+                f"{name:<10}{pct(values, 0.5) * 1e3:>10.2f}{pct(values, 0.95) * 1e3:>10.2f}{min(values) * 1e3:>10.2f}"
+            )
     print(
         f"overhead p50 {(pct(gateway, 0.5) - pct(direct, 0.5)) * 1e3:.2f} ms "
         f"(median of per-round differences {statistics.median(overhead) * 1e3:.2f} ms; goal < 3 ms)"
     )
-    print(f"gateway CPU per invocation {times['gateway_cpu'][0] * 1e3:.2f} ms (user + system, /proc)")
+    if relay := times.get("relay"):
+        print(
+            f"bare relay overhead p50 {(pct(relay, 0.5) - pct(direct, 0.5)) * 1e3:.2f} ms (the floor of a proxy here)"
+        )
+    for name in ("gateway", "relay"):
+        if cpu := times.get(f"{name}_cpu"):
+            print(f"{name} CPU per invocation {cpu[0] * 1e3:.2f} ms (user + system, /proc)")
 
 
 def print_profile(path: Path, top: int) -> None:
@@ -199,18 +252,22 @@ def print_profile(path: Path, top: int) -> None:
 async def main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="sam-bench-gw-"))
     profile = Path(args.profile) if args.profile else None
-    procs, enc_port, gw_port = start_stack(work, profile)
-    encoder, gateway = procs
+    procs, enc_port, gw_port, relay_port = start_stack(work, profile, args.bare_relay)
+    encoder, gateway = procs[:2]
     try:
         await until_http_ok(f"http://127.0.0.1:{enc_port}/readyz", encoder, limit_s=300)
         await until_http_ok(f"http://127.0.0.1:{gw_port}/healthz", gateway, limit_s=120)
         load_before = load_average()
-        times = await measure(args, enc_port, gw_port, gateway.pid)
+        proxies = {"gateway": gateway.pid}
+        if relay_port is not None:
+            proxies["relay"] = procs[2].pid
+        times = await measure(args, enc_port, gw_port, proxies, relay_port)
         report(times, load_before)
     finally:
         # SIGINT: aiohttp's run_app exits cleanly, so cProfile writes its file.
         gateway.send_signal(signal.SIGINT)
-        encoder.terminate()
+        for proc in [encoder, *procs[2:]]:
+            proc.terminate()
         for proc in procs:
             try:
                 proc.wait(timeout=30)
@@ -233,4 +290,10 @@ if __name__ == "__main__":
     parser.add_argument("--size", type=parse_size, default=(1920, 1080), help="frame WIDTHxHEIGHT")
     parser.add_argument("--profile", help="run the gateway under cProfile, write the stats here, print the top")
     parser.add_argument("--top", type=int, default=25, help="profile entries to print")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--bare-relay", action="store_true", help="also time a bare TCP relay (the floor)")
+    parser.add_argument("--serve-relay", nargs=2, type=int, metavar=("LISTEN", "TARGET"), help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.serve_relay:
+        serve_relay(*arguments.serve_relay)
+    else:
+        asyncio.run(main(arguments))

@@ -1,16 +1,27 @@
-"""Benchmark: masks-mode decoding of one click on a 1080p frame, the service's `decode_masks` vs upstream
-`SamPredictor.predict` (what it replaced), interleaved click by click. The prompt encoder and mask decoder are
-the same size in every variant, so the tiny model's decoder measures them all.
+"""Benchmark: masks-mode decoding of one click on a 1080p frame, interleaved click by click:
+- `decode_masks (onnxruntime)`: the service's CPU default (decoder in onnxruntime, one windowed upsampling pass);
+- `decode_masks (torch)`: the service's PyTorch path (`mask_decoder="torch"`, what it ran before on the CPU);
+- `SamPredictor.predict`: upstream (three masks upsampled; the best one taken).
+The prompt encoder and mask decoder are the same size in every variant, so the tiny model's decoder measures
+them all. With `--scene` the embedding is the tiny encoder's for a generated photo-like scene, else random.
+Each path's mask is compared with SamPredictor's (IoU, minimum over the clicks). `CPU ms` is the process's
+CPU time per click (all threads): what the click costs where the cores are shared with other work.
 
     .venv/bin/python bench/bench_masks.py --clicks 30
+    .venv/bin/python bench/bench_masks.py --clicks 30 --profile   # + cProfile of the default path
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import os
+import pstats
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,42 +33,84 @@ from segment_anything import SamPredictor
 from segment_anything.utils.transforms import ResizeLongestSide
 
 
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clicks", type=int, default=30)
     parser.add_argument("--size", default="1920x1080")
+    parser.add_argument("--scene", action="store_true", help="embed a generated scene instead of a random embedding")
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     checkpoint = Path(tempfile.mkdtemp(prefix="sam-masks-")) / "tiny.pth"
     write_tiny_checkpoint(checkpoint)
-    ours = SamEncoderPredictor("vit_tiny", checkpoint, device="cpu", precision="float32", engine="torch")
-    ours.load()
-    array = np.random.default_rng(0).standard_normal((1, 256, 64, 64)).astype(np.float32)
+    fast = SamEncoderPredictor("vit_tiny", checkpoint, device="cpu", precision="float32", mask_decoder="onnxruntime")
+    fast.load()
+    eager = SamEncoderPredictor("vit_tiny", checkpoint, model=fast.model, mask_decoder="torch")
+    eager.load()
+    upstream = SamPredictor(fast.model)
+    if args.scene:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from unit.inference.scenes import make_scene
+
+        upstream.set_image(make_scene(5, width=width, height=height).image)
+        array = upstream.get_image_embedding().numpy()
+    else:
+        array = np.random.default_rng(0).standard_normal((1, 256, 64, 64)).astype(np.float32)
+        upstream.features = torch.as_tensor(array)
+        upstream.original_size = (height, width)
+        upstream.input_size = ResizeLongestSide.get_preprocess_shape(height, width, 1024)
+        upstream.is_image_set = True
     embedding = Embedding(array, height, width)
-    upstream = SamPredictor(ours.model)
-    upstream.features = torch.as_tensor(array)
-    upstream.original_size = (height, width)
-    upstream.input_size = ResizeLongestSide.get_preprocess_shape(height, width, 1024)
-    upstream.is_image_set = True
-    rng = np.random.default_rng(1)
-    times: dict[str, list[float]] = {"service decode_masks": [], "SamPredictor.predict": []}
-    for i in range(args.clicks + 2):
-        x, y = float(rng.uniform(0, width)), float(rng.uniform(0, height))
-        started = time.perf_counter()
-        ours.decode_masks(embedding, Prompts(points=((x, y),), labels=(1,)))
-        mid = time.perf_counter()
+
+    def reference(x: float, y: float) -> np.ndarray:
         with torch.inference_mode():
             masks, scores, _ = upstream.predict(np.array([[x, y]], dtype=np.float32), np.array([1]))
-            masks[int(np.argmax(scores))]
-        end = time.perf_counter()
-        if i >= 2:  # first calls warm the allocator
-            times["service decode_masks"].append(mid - started)
-            times["SamPredictor.predict"].append(end - mid)
-    print(f"one click, {width}x{height} frame, {args.clicks} clicks, {torch.get_num_threads()} threads")
-    print("| path | p50 ms | p95 ms |\n|---|---|---|")
+        return masks[int(np.argmax(scores))]
+
+    paths: dict[str, Callable[[float, float], np.ndarray]] = {
+        "decode_masks (onnxruntime)": lambda x, y: fast.decode_masks(embedding, Prompts(((x, y),), (1,))).mask,
+        "decode_masks (torch)": lambda x, y: eager.decode_masks(embedding, Prompts(((x, y),), (1,))).mask,
+        "SamPredictor.predict": reference,
+    }
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    cpu: dict[str, list[float]] = {name: [] for name in paths}
+    ious: dict[str, list[float]] = {name: [] for name in paths}
+    rng = np.random.default_rng(1)
+    load_before = os.getloadavg()[0]
+    for i in range(args.clicks + 2):
+        x, y = float(rng.uniform(0, width)), float(rng.uniform(0, height))
+        masks = {}
+        for name, path in paths.items():
+            started, started_cpu = time.perf_counter(), time.process_time()
+            masks[name] = path(x, y)
+            if i >= 2:  # the first calls warm the allocators
+                times[name].append(time.perf_counter() - started)
+                cpu[name].append(time.process_time() - started_cpu)
+        for name in paths:
+            ious[name].append(iou(masks[name], masks["SamPredictor.predict"]))
+    print(
+        f"one click, {width}x{height} frame, {args.clicks} clicks, {torch.get_num_threads()} threads, "
+        f"load average {load_before:.2f} before / {os.getloadavg()[0]:.2f} after"
+    )
+    print("| path | p50 ms | p95 ms | min ms | CPU ms p50 | min IoU vs SamPredictor |\n|---|---|---|---|---|---|")
     for name, values in times.items():
         p95 = sorted(values)[int(0.95 * (len(values) - 1))]
-        print(f"| {name} | {statistics.median(values) * 1000:.1f} | {p95 * 1000:.1f} |")
+        print(
+            f"| {name} | {statistics.median(values) * 1000:.1f} | {p95 * 1000:.1f} | {min(values) * 1000:.1f} "
+            f"| {statistics.median(cpu[name]) * 1000:.1f} | {min(ious[name]):.4f} |"
+        )
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(args.clicks):
+            paths["decode_masks (onnxruntime)"](float(rng.uniform(0, width)), float(rng.uniform(0, height)))
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,121 @@
+"""SAM's prompt encoder + mask decoder in onnxruntime, for masks mode on the CPU.
+
+The decoder is exported from the loaded model at start-up (in memory, a few seconds) as upstream's
+`SamOnnxModel` without its upsampling: it returns the best mask's 256x256 logits and its predicted IoU;
+`mask_upsampling` makes the frame's mask. onnxruntime runs this graph about twice as fast as eager PyTorch
+on a 2-core CPU (its graph optimiser removes the transposes and copies around every attention).
+
+Prompts follow `SamPredictor.predict` exactly: clicks in the resized frame's coordinates, then the box as
+two points labelled 2 and 3; without a box a padding point labelled -1 (what `PromptEncoder` appends).
+`SamOnnxModel.select_masks` picks the best of the three multimask outputs at up to 2 prompt tokens and
+mask 0 otherwise: the service's `use_multimask` rule.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.onnx import SamOnnxModel
+
+from .export import DEFAULT_OPSET, dummy_inputs
+
+INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
+NO_MASK = np.zeros((1, 1, 256, 256), dtype=np.float32)
+
+
+class LowResSamOnnxModel(SamOnnxModel):  # type: ignore[misc]
+    """`SamOnnxModel` stopping at the selected low-res mask: (iou_predictions [1,1], low_res_masks [1,1,256,256])."""
+
+    def __init__(self, model: Sam) -> None:
+        super().__init__(model, return_single_mask=True)
+
+    @torch.no_grad()
+    def forward(  # type: ignore[override]
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = self._embed_masks(mask_input, has_mask_input)
+        masks, scores = self.model.mask_decoder.predict_masks(
+            image_embeddings=image_embeddings,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+        )
+        masks, scores = self.select_masks(masks, scores, point_coords.shape[1])
+        return scores, masks
+
+
+def export_low_res_decoder(model: Sam, opset: int = DEFAULT_OPSET) -> bytes:
+    """The ONNX bytes of `LowResSamOnnxModel(model)` (number of points dynamic)."""
+    example = dummy_inputs()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's tracer and deprecation warnings
+        torch.onnx.export(
+            LowResSamOnnxModel(model).cpu().eval(),
+            tuple(example[name] for name in INPUTS),
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter (dynamo=False) writes to file objects
+            opset_version=opset,
+            do_constant_folding=True,
+            input_names=list(INPUTS),
+            output_names=["iou_predictions", "low_res_masks"],
+            dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+class OnnxLowResDecoder:
+    """Decodes prompts (already in the 1024-pixel input frame) against an embedding with onnxruntime."""
+
+    def __init__(self, model: Sam, threads: int) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # No busy-waiting between calls: the encoder's threads share these cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(export_low_res_decoder(model), options, providers=["CPUExecutionProvider"])
+
+    def __call__(
+        self,
+        embedding: np.ndarray,
+        coords: np.ndarray,
+        labels: np.ndarray,
+        mask_input: np.ndarray | None,
+    ) -> tuple[float, np.ndarray]:
+        """(predicted IoU, low-res logits [1,256,256]) of the selected mask; `coords` (N x 2), `labels` (N)."""
+        feeds: dict[str, Any] = {
+            "image_embeddings": np.ascontiguousarray(embedding, dtype=np.float32),
+            "point_coords": np.ascontiguousarray(coords, dtype=np.float32)[None],
+            "point_labels": np.ascontiguousarray(labels, dtype=np.float32)[None],
+            "mask_input": NO_MASK if mask_input is None else np.asarray(mask_input, dtype=np.float32)[None],
+            "has_mask_input": np.array([0.0 if mask_input is None else 1.0], dtype=np.float32),
+        }
+        scores, low_res = self._session.run(None, feeds)
+        return float(scores[0, 0]), np.ascontiguousarray(low_res[0], dtype=np.float32)
+
+
+def prompt_points(
+    clicks: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`SamPredictor`'s prompt tokens as points: clicks, then box corners (2, 3), else a padding point (-1)."""
+    coords = [np.asarray(clicks, dtype=np.float32).reshape(-1, 2)] if clicks is not None else []
+    kinds = [np.asarray(labels, dtype=np.float32).reshape(-1)] if labels is not None else []
+    if box is not None:
+        coords.append(np.asarray(box, dtype=np.float32).reshape(2, 2))
+        kinds.append(np.array([2.0, 3.0], dtype=np.float32))
+    else:
+        coords.append(np.zeros((1, 2), dtype=np.float32))
+        kinds.append(np.array([-1.0], dtype=np.float32))
+    return np.concatenate(coords), np.concatenate(kinds)

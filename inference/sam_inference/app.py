@@ -122,6 +122,7 @@ async def _load(state: AppState) -> None:
             exclusive_cpu=bool(getattr(predictor, "cpu_bound", False)),
             refine_ttl_s=settings.refine_ttl_s,
             refine_max_entries=settings.refine_max_entries,
+            store_bodies=settings.mode == "embedding",
         )
         service.start()
         state.decoder, state.service = decoder, service

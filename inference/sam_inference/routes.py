@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from typing import Any
 
@@ -27,11 +26,11 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .blobs import sam2_arrays
 from .cache import Lookup
 from .errors import BadRequestError, DeadlineExceededError, NotFoundError, NotReadyError
-from .imaging import decode_base64
-from .predictor import Embedding
 from .schemas import CvatRequest, cvat_mask_shape, finite_score, mask_bounds, mask_to_rle, parse_cvat_request
+from .service import Base64Image
 from .state import STATE, AppState
 
 EMBEDDING_DTYPES = {"float32": "<f4", "float16": "<f2"}
@@ -49,38 +48,16 @@ async def _with_deadline(state: AppState, coro: Any) -> Any:
         raise DeadlineExceededError(f"request did not finish within {state.settings.request_timeout_s:g}s") from exc
 
 
-def _parse_cvat(body: bytes) -> tuple[CvatRequest, bytes]:
+def _parse_cvat(body: bytes) -> tuple[CvatRequest, Base64Image]:
     request = parse_cvat_request(body)
-    return request, decode_base64(request.image)
-
-
-#: CVAT PR #8610's field names for SAM 2's three tensors, in its order (high_res first, then the embedding).
-SAM2_FIELDS = ("high_res_feats_0", "high_res_feats_1", "image_embed")
-
-
-def _b64_float32(array: np.ndarray) -> bytes:
-    return base64.b64encode(np.ascontiguousarray(array, dtype="<f4").tobytes())
-
-
-def _sam2_arrays(embedding: Embedding) -> tuple[np.ndarray, ...]:
-    return (*embedding.high_res, embedding.array)
-
-
-def _blob_response(embedding: Embedding) -> bytes:
-    if not embedding.high_res:
-        return b'{"blob": "' + _b64_float32(embedding.array) + b'"}'
-    fields = (
-        b'"' + name.encode() + b'": "' + _b64_float32(array) + b'"'
-        for name, array in zip(SAM2_FIELDS, _sam2_arrays(embedding), strict=True)
-    )
-    return b"{" + b", ".join(fields) + b"}"
+    return request, Base64Image.of(request.image)  # decoded by the service only when it is not cached
 
 
 def _json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-async def _read_cvat(state: AppState, request: web.Request) -> tuple[CvatRequest, bytes]:
+async def _read_cvat(state: AppState, request: web.Request) -> tuple[CvatRequest, Base64Image]:
     service = state.require_service()
     body = await request.read()
     return await service.run_blocking(_parse_cvat, body)
@@ -94,9 +71,7 @@ async def cvat_invoke(request: web.Request) -> web.Response:
         payload, image = await _read_cvat(state, request)
         service = state.require_service()
         if state.settings.mode == "embedding":
-            embedding, lookup = await service.embedding(image)
-            with service.metrics.stage("serialize"):
-                body = await service.run_blocking(_blob_response, embedding)
+            body, lookup = await service.blob(image)  # on a hit, the bytes stored in the cache entry
         else:
             _, result, lookup = await service.masks(image, payload.prompts())
             shape = cvat_mask_shape(result.mask, result.score) if result is not None else None
@@ -120,7 +95,7 @@ async def embeddings(request: web.Request) -> web.Response:
         if not image:
             raise BadRequestError("body is empty; send the image file bytes")
         embedding, lookup = await service.embedding(image)
-        arrays = _sam2_arrays(embedding) if embedding.high_res else (embedding.array,)
+        arrays = sam2_arrays(embedding) if embedding.high_res else (embedding.array,)
         with service.metrics.stage("serialize"):
             body = b"".join(np.ascontiguousarray(a, dtype=EMBEDDING_DTYPES[dtype]).tobytes() for a in arrays)
         headers = {

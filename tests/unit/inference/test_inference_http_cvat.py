@@ -16,6 +16,7 @@ from unit.inference.conftest import ClientFactory
 from unit.inference.sam_fakes import cvat_body, image_array, image_bytes, metric_value
 
 BLOB_BYTES = 1 * 256 * 64 * 64 * 4  # 4,194,304
+BODY_BYTES = len(b'{"blob": ""}') + 5_592_408  # the response body an embedding-mode cache entry holds
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +62,9 @@ async def test_second_request_for_the_same_image_is_a_cache_hit(
     metrics = await (await client.get("/metrics")).text()
     assert metric_value(metrics, "sam_inference_cache_hits_total") == 1
     assert metric_value(metrics, "sam_inference_cache_misses_total") == 1
-    assert metric_value(metrics, "sam_inference_cache_bytes") == BLOB_BYTES
+    assert metric_value(metrics, "sam_inference_cache_bytes") == BODY_BYTES == len(await first.read())
     assert metric_value(metrics, "sam_inference_cache_entries") == 1
+    assert metric_value(metrics, "sam_inference_stage_duration_seconds_count", stage="serialize") == 1  # the miss only
 
 
 async def test_masks_mode_returns_cvat_shapes_matching_the_decoder(

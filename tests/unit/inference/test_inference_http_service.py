@@ -188,7 +188,8 @@ async def test_cache_evicts_least_recently_used(make_client: ClientFactory) -> N
 
 async def test_cache_budget_in_bytes(make_client: ClientFactory) -> None:
     fake = FakePredictor()
-    client = await make_client(fake, cache_max_bytes=2 * 4 * 1024 * 1024)  # room for two embeddings
+    # Room for two entries; in embedding mode an entry is CVAT's body (base64: 4/3 of the 4 MiB of float32).
+    client = await make_client(fake, cache_max_bytes=2 * 5_592_420)
     for seed in (400, 401, 402):
         await client.post("/v1/embeddings", data=image_bytes(seed=seed))
     metrics = await (await client.get("/metrics")).text()

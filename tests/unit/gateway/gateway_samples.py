@@ -142,7 +142,8 @@ class FakeEncoder:
     """A loopback HTTP server standing in for one encoder replica; records what it received."""
 
     name: str
-    # ok | slow | drop | drop-once | status:<code> | cut (headers and half the body, then the connection closes)
+    # ok | slow | drop | drop-once | status:<code> | cut (headers and half the body, then the connection closes) |
+    # stall (headers and half the body, then nothing until released)
     behaviour: str = "ok"
     answer_bytes: int = 0  # > 0: the blob is padded so the JSON answer is about this long (an embedding's 5.6 MB)
     received: list[dict[str, Any]] = field(default_factory=list)
@@ -172,12 +173,14 @@ class FakeEncoder:
         blob = base64.b64encode(self.name.encode()).decode()
         blob += "A" * max(0, self.answer_bytes - len(blob) - 12)
         headers = {"X-Nuclio-Logs": "[]", "X-Encoder-Replica": self.name, "X-Cache": "miss"}
-        if self.behaviour == "cut":
+        if self.behaviour in ("cut", "stall"):
             payload = json.dumps({"blob": blob}).encode()
             response = web.StreamResponse(headers={**headers, "Content-Type": "application/json"})
             response.content_length = len(payload)
             await response.prepare(request)
             await response.write(payload[: len(payload) // 2])
+            if self.behaviour == "stall":
+                await asyncio.wait_for(self.release.wait(), timeout=10)
             assert request.transport is not None
             request.transport.close()
             return response

@@ -4,6 +4,7 @@ a small one is read whole first; what a replica breaking off mid-answer does in 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,9 +29,14 @@ HEADERS = {
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
-async def _gateway(aiohttp_client: ClientFactory, replicas: list[str]) -> TestClient[Any, Any]:
+async def _gateway(
+    aiohttp_client: ClientFactory, replicas: list[str], upstream_timeout_s: float = 5.0
+) -> TestClient[Any, Any]:
     settings = GatewaySettings(
-        host="127.0.0.1", pod_address_annotation=ANNOTATION, direct_enabled=False, upstream_timeout_s=5.0
+        host="127.0.0.1",
+        pod_address_annotation=ANNOTATION,
+        direct_enabled=False,
+        upstream_timeout_s=upstream_timeout_s,
     )
     catalog = Catalog(pod_address_annotation=ANNOTATION)
     catalog.upsert_model(sammodel())
@@ -86,6 +92,21 @@ async def test_a_replica_cutting_a_large_answer_short_cuts_the_client_off(
     other = _image_routed_to(live.address, replicas)
     resp = await client.post("/api/function_invocations", data=invocation_body(other), headers=HEADERS)
     assert resp.status == 200 and len(await resp.read()) > EMBEDDING_ANSWER - 20
+
+
+async def test_a_replica_stalling_mid_answer_is_cut_off_at_the_deadline(
+    aiohttp_client: ClientFactory, encoder_factory: EncoderFactory
+) -> None:
+    stalling = await encoder_factory("stalling", behaviour="stall", answer_bytes=EMBEDDING_ANSWER)
+    client = await _gateway(aiohttp_client, [stalling.address], upstream_timeout_s=1.0)
+    started = time.monotonic()
+    resp = await client.post("/api/function_invocations", data=invocation_body(b"f"), headers=HEADERS)
+    assert resp.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
+    assert time.monotonic() - started < 5  # the gateway's deadline, not the replica's 10 s stall
+    labels = {"function": SAM_FUNCTION, "reason": "timeout"}
+    assert await metric(client, "sam_gateway_upstream_errors_total", labels) == 1
 
 
 async def test_a_replica_cutting_a_small_answer_short_is_replayed_on_the_next(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -36,7 +35,8 @@ from ..predictor import (
     PreparedImage,
     Prompts,
 )
-from .devices import check_device, cuda_memory_stats
+from .devices import check_device
+from .predictor_base import TorchPredictorBase, best_mask
 from .sam2_model import load_sam2
 from .sam_predictor import use_multimask
 
@@ -60,7 +60,7 @@ def resolve_sam2_precision(precision: str, device: str) -> str:
     return precision
 
 
-class Sam2EncoderPredictor:
+class Sam2EncoderPredictor(TorchPredictorBase):
     """SAM 2.1 image encoder + prompt decoder for one variant/checkpoint on one device."""
 
     def __init__(
@@ -75,29 +75,14 @@ class Sam2EncoderPredictor:
     ) -> None:
         if engine not in ("auto", "torch"):
             raise ValueError(f"engine {engine!r} is for family sam (ViT); sam2 runs the upstream modules (torch)")
+        super().__init__(device)
         self.variant = variant
         self.checkpoint = Path(checkpoint)
-        self.device_name = device
         self.precision = precision
         self.compute_precision: str | None = None
         self.warm_up_batch = warm_up_batch
         self._model: SAM2Base | None = model
         self._transforms: SAM2Transforms | None = None
-        self._dense_pe: torch.Tensor | None = None
-        self._lock = threading.Lock()
-        self._ready = False
-
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
-    @property
-    def cpu_bound(self) -> bool:
-        return self.device.type == "cpu"
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device(self.device_name)
 
     @property
     def model(self) -> SAM2Base:
@@ -210,20 +195,9 @@ class Sam2EncoderPredictor:
             repeat_image=False,
             high_res_features=[torch.as_tensor(a, device=device) for a in embedding.high_res],
         )
-        best = int(torch.argmax(scores[0]))
-        logits = self.transforms.postprocess_masks(low_res[:, best : best + 1], size)
-        mask = (logits[0, 0] > 0.0).cpu().numpy()
-        low = torch.clamp(low_res[0, best : best + 1], -32.0, 32.0).float().cpu().numpy()
-        return MaskResult(mask=np.asarray(mask, dtype=bool), score=float(scores[0, best]), low_res=low)
+        transforms = self.transforms  # SAM2ImagePredictor.predict clamps the low-res logits to ±32
+        return best_mask(low_res, scores, lambda chosen: transforms.postprocess_masks(chosen, size), 0.0, clamp=32.0)
 
-    def memory_stats(self) -> dict[tuple[str, str], int]:
-        return cuda_memory_stats(self.device)
-
-    def close(self) -> None:
-        with self._lock:
-            self._ready = False
-            self._model = None
-            self._transforms = None
-            self._dense_pe = None
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+    def _release(self) -> None:
+        self._model = None
+        self._transforms = None

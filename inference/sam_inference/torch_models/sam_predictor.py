@@ -14,7 +14,6 @@ PyTorch with upstream's `postprocess_masks`.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -25,12 +24,13 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from ..predictor import EMBEDDING_SHAPE, LOW_RES_SHAPE, Embedding, ImageFeatures, MaskResult, PreparedImage, Prompts
-from .devices import check_device, cuda_memory_stats
+from .devices import check_device
 from .engine.encoder import PreparedEncoder, build_encoder
 from .engine.plan import EngineChoice, EnginePlan, PrecisionChoice, resolve_plan
 from .mask_upsampling import axis_map, upsample_mask
 from .model import load_sam
 from .onnx_decoder import OnnxLowResDecoder, prompt_points
+from .predictor_base import TorchPredictorBase, best_mask
 
 MaskDecoderChoice = Literal["auto", "torch", "onnxruntime"]
 
@@ -51,7 +51,7 @@ def resolve_mask_decoder(choice: MaskDecoderChoice, device: str) -> Literal["tor
     return choice
 
 
-class SamEncoderPredictor:
+class SamEncoderPredictor(TorchPredictorBase):
     """SAM image encoder + prompt decoder for one variant/checkpoint on one device."""
 
     def __init__(
@@ -65,39 +65,24 @@ class SamEncoderPredictor:
         engine: EngineChoice = "torch",
         mask_decoder: MaskDecoderChoice = "auto",
     ) -> None:
+        super().__init__(device)
         self.variant = variant
         self.checkpoint = Path(checkpoint)
-        self.device_name = device
         self.precision = precision
         self.engine = engine
         self.mask_decoder = mask_decoder
         self._onnx_decoder: OnnxLowResDecoder | None = None
         self.plan: EnginePlan | None = None
         self._encoder: PreparedEncoder | None = None
-        self._dense_pe: torch.Tensor | None = None
         self.warm_up_batch = warm_up_batch
         self._model: Sam | None = model
         self._transform = ResizeLongestSide(1024)
-        self._lock = threading.Lock()
-        self._ready = False
-
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
-    @property
-    def cpu_bound(self) -> bool:
-        return self.device.type == "cpu"
 
     @property
     def model(self) -> Sam:
         if self._model is None:
             raise RuntimeError("model is not loaded")
         return self._model
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device(self.device_name)
 
     def load(self) -> None:
         with self._lock:
@@ -197,21 +182,12 @@ class SamEncoderPredictor:
             dense_prompt_embeddings=dense,
             multimask_output=tokens <= 2,  # use_multimask
         )
-        best = int(torch.argmax(scores[0]))
         input_size = ResizeLongestSide.get_preprocess_shape(embedding.height, embedding.width, 1024)
-        logits = model.postprocess_masks(low_res[:, best : best + 1], input_size, size)
-        mask = (logits[0, 0] > model.mask_threshold).cpu().numpy()
-        low = np.ascontiguousarray(low_res[0, best : best + 1].float().cpu().numpy())  # SamPredictor: no clamp
-        return MaskResult(mask=np.asarray(mask, dtype=bool), score=float(scores[0, best]), low_res=low)
+        return best_mask(  # SamPredictor returns the low-res logits unclamped
+            low_res, scores, lambda chosen: model.postprocess_masks(chosen, input_size, size), model.mask_threshold
+        )
 
-    def memory_stats(self) -> dict[tuple[str, str], int]:
-        return cuda_memory_stats(self.device)
-
-    def close(self) -> None:
-        with self._lock:
-            self._ready = False
-            self._model = None
-            self._encoder = None
-            self._dense_pe = None
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+    def _release(self) -> None:
+        self._model = None
+        self._encoder = None
+        self._onnx_decoder = None

@@ -113,3 +113,13 @@ def test_onnxruntime_masks_match_sampredictor_predict(
         assert got.low_res is not None and got.low_res.shape == (1, 256, 256)
         np.testing.assert_allclose(got.low_res, low_res[best][None], atol=1e-3)
         previous = low_res[best][None]
+
+
+def test_close_releases_the_model_and_the_onnxruntime_session(tiny_checkpoint: Path, tiny_predictor: Any) -> None:
+    predictor = SamEncoderPredictor("vit_tiny", tiny_checkpoint, model=tiny_predictor.model)
+    predictor.load()
+    assert predictor.ready and predictor._onnx_decoder is not None and predictor.memory_stats() == {}
+    predictor.close()
+    assert not predictor.ready and predictor._onnx_decoder is None and predictor._dense_pe is None
+    with pytest.raises(RuntimeError, match="not loaded"):
+        predictor.model  # noqa: B018

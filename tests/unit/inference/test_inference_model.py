@@ -42,16 +42,31 @@ def test_batched_embeddings_match_single_image_embeddings(tiny_predictor: Any, r
     assert not np.allclose(batch[0], batch[1])
 
 
-def test_decode_masks_equals_sampredictor_predict(tiny_predictor: Any, reference: SamPredictor) -> None:
+@pytest.fixture(scope="module")
+def eager_decoder(tiny_checkpoint: Path, tiny_predictor: Any) -> Any:
+    """The same model with the mask decoder in PyTorch (`mask_decoder="torch"`; the CPU default is onnxruntime)."""
+    from sam_inference.torch_models.sam_predictor import SamEncoderPredictor
+
+    predictor = SamEncoderPredictor("vit_tiny", tiny_checkpoint, model=tiny_predictor.model, mask_decoder="torch")
+    predictor.load()
+    assert predictor._onnx_decoder is None and tiny_predictor._onnx_decoder is not None
+    return predictor
+
+
+@pytest.mark.parametrize("decoder", ["default", "torch"])
+def test_decode_masks_equals_sampredictor_predict(
+    tiny_predictor: Any, eager_decoder: Any, reference: SamPredictor, decoder: str
+) -> None:
     image = image_array(image_bytes(width=200, height=120, seed=6))
     embedding = tiny_predictor.embed_batch([tiny_predictor.preprocess(image)])[0].image_embed
+    predictor = tiny_predictor if decoder == "default" else eager_decoder
     reference.set_image(image)
     for prompts, multimask in (
         (Prompts(points=((50.0, 40.0),), labels=(1,)), True),
         (Prompts(points=((50.0, 40.0), (150.0, 90.0)), labels=(1, 0)), False),
         (Prompts(box=(20.0, 10.0, 120.0, 100.0)), True),
     ):
-        result = tiny_predictor.decode_masks(Embedding(embedding, 120, 200), prompts)
+        result = predictor.decode_masks(Embedding(embedding, 120, 200), prompts)
         masks, scores, _ = reference.predict(
             np.array(prompts.points, dtype=np.float32).reshape(-1, 2) if prompts.points else None,
             np.array(prompts.labels) if prompts.points else None,

@@ -197,6 +197,12 @@ def run_one(n: int, args: argparse.Namespace, work: Path) -> Result:
             now = op.metric("sam_operator_writes_total")
             if now != last:
                 last, quiet_since = now, time.monotonic()
+        settled = time.monotonic() - quiet_since >= 5
+        print(
+            f"  [{n}] writes {'settled' if settled else 'still going after --settle-timeout'}: "
+            f"{last - res.converge_writes:.0f} writes after all Ready",
+            flush=True,
+        )
         w0, c0, r0 = op.metric("sam_operator_writes_total"), op.cpu_s(), op.metric("sam_operator_reconcile_total")
         time.sleep(args.idle_s)
         res.idle_s = args.idle_s

@@ -13,7 +13,8 @@ from other jobs hits both alike. Prints p50/p95 of both, the overhead (gateway m
     .venv/bin/python bench/bench_gateway.py --bare-relay             # + the floor: a bare TCP relay process
 
 ``--bare-relay`` adds a third path, interleaved too: the direct request through a bare TCP relay (two threads per
-connection, blocking sockets, 4 MiB reads, no HTTP parsing), the least any extra process on the path can cost here.
+connection, blocking sockets, 4 MiB reads, no HTTP parsing), the least any extra process on the path can cost here;
+``--bare-relay asyncio`` makes that relay asyncio protocols instead (what the gateway runs on, without HTTP).
 
 With ``--profile`` the gateway runs under cProfile, which slows it down: its figures show where the time goes,
 not the overhead.
@@ -77,7 +78,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def start_stack(
-    work: Path, profile: Path | None, bare_relay: bool
+    work: Path, profile: Path | None, bare_relay: str | None
 ) -> tuple[list[subprocess.Popen[bytes]], int, int, int | None]:
     """Encoder, gateway and (``bare_relay``) the relay; their processes and ports."""
     checkpoint = work / "sam_vit_tiny.pth"
@@ -127,7 +128,9 @@ def start_stack(
     if bare_relay:
         relay_port = free_port()
         procs.append(
-            subprocess.Popen([sys.executable, __file__, "--serve-relay", str(relay_port), str(enc_port)], cwd=ROOT)
+            subprocess.Popen(
+                [sys.executable, __file__, f"--serve-{bare_relay}-relay", str(relay_port), str(enc_port)], cwd=ROOT
+            )
         )
     return procs, enc_port, gw_port, relay_port
 
@@ -152,6 +155,54 @@ def serve_relay(listen_port: int, target_port: int) -> None:
             end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
         threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+
+
+def serve_asyncio_relay(listen_port: int, target_port: int) -> None:
+    """:func:`serve_relay` on asyncio protocols (what the gateway runs on): each piece read is written on at once."""
+
+    class Pipe(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.transport: asyncio.Transport | None = None
+            self.peer: Pipe | None = None
+            self.pending: list[bytes] = []
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.write(data)
+            else:
+                self.pending.append(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.close()
+
+    async def accept(reader_side: Pipe) -> None:
+        loop = asyncio.get_running_loop()
+        _, upstream = await loop.create_connection(Pipe, "127.0.0.1", target_port)
+        upstream.peer, reader_side.peer = reader_side, upstream
+        assert upstream.transport is not None
+        for data in reader_side.pending:
+            upstream.transport.write(data)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        connecting: set[asyncio.Task[None]] = set()
+
+        def client_side() -> Pipe:
+            pipe = Pipe()
+            task = loop.create_task(accept(pipe))
+            connecting.add(task)
+            task.add_done_callback(connecting.discard)
+            return pipe
+
+        server = await loop.create_server(client_side, "127.0.0.1", listen_port)
+        await server.serve_forever()
+
+    asyncio.run(run())
 
 
 async def timed_post(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -290,10 +341,19 @@ if __name__ == "__main__":
     parser.add_argument("--size", type=parse_size, default=(1920, 1080), help="frame WIDTHxHEIGHT")
     parser.add_argument("--profile", help="run the gateway under cProfile, write the stats here, print the top")
     parser.add_argument("--top", type=int, default=25, help="profile entries to print")
-    parser.add_argument("--bare-relay", action="store_true", help="also time a bare TCP relay (the floor)")
-    parser.add_argument("--serve-relay", nargs=2, type=int, metavar=("LISTEN", "TARGET"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--bare-relay",
+        nargs="?",
+        const="threads",
+        choices=["threads", "asyncio"],
+        help="also time a bare TCP relay (the floor): threads with 4 MiB reads (default) or asyncio protocols",
+    )
+    for kind in ("threads", "asyncio"):
+        parser.add_argument(f"--serve-{kind}-relay", nargs=2, type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
-    if arguments.serve_relay:
-        serve_relay(*arguments.serve_relay)
+    if arguments.serve_threads_relay:
+        serve_relay(*arguments.serve_threads_relay)
+    elif arguments.serve_asyncio_relay:
+        serve_asyncio_relay(*arguments.serve_asyncio_relay)
     else:
         asyncio.run(main(arguments))

@@ -50,7 +50,8 @@ class Base64Image:
 
     @classmethod
     def of(cls, text: str) -> Base64Image:
-        return cls(text, hashlib.sha256(text.encode()).digest())
+        # surrogatepass: JSON may carry lone surrogates (a 400 from the base64 rule later), still one digest per text
+        return cls(text, hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
 
 
 ImageSource = bytes | Base64Image

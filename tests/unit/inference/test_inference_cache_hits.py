@@ -61,3 +61,10 @@ async def test_masks_and_embeddings_endpoints_read_an_entry_stored_as_a_body(mak
     masks = await client.post("/v1/masks", json=cvat_body(image, pos_points=[[5, 5]]))
     assert masks.status == 200 and masks.headers["X-Cache"] == "hit"
     assert fake.embedded == 1
+
+
+async def test_an_image_text_with_a_lone_surrogate_is_a_400(make_client: ClientFactory) -> None:
+    client = await make_client(FakePredictor())
+    body = b'{"image": "\\ud800AAAA", "pos_points": []}'  # valid JSON; not UTF-8 encodable, not base64
+    response = await client.post("/", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 400

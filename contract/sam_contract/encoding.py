@@ -1,7 +1,9 @@
-"""The one base64 rule for CVAT's ``image`` field: the encoder's, which the gateway's routing hash follows too.
+"""The one base64 rule for CVAT's ``image`` field: the encoder's.
 
 Standard alphabet, padding required; a ``data:<mime>;base64,`` prefix and whitespace are tolerated. A string the
-encoder would reject (400) is rejected here as well, so the gateway never hashes bytes the encoder would not see.
+encoder would reject (400) is rejected here as well. (The gateway routes by the field's text without decoding it;
+tests/unit/gateway/test_gateway_status_contract.py checks that it keys every form of one image this rule accepts
+alike.)
 """
 
 from __future__ import annotations

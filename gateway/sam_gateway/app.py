@@ -117,6 +117,7 @@ async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         upstream_timeout_s=settings.upstream_timeout_s,
         connect_timeout_s=settings.connect_timeout_s,
+        relay_min_bytes=settings.relay_min_bytes,
     )
     yield
     await session.close()

@@ -4,12 +4,13 @@ Owns the failure mapping CVAT expects (cvat-protocol §4.4, §11 #1 and #3):
 
 - a connection failure on a replica (refused, reset, disconnected mid-response) → try the next candidate; the
   encoder's ``POST /`` is a pure function of the image, so a replay is safe. That holds until the first byte of
-  the answer has gone to the client: a large answer (an embedding's 5.6 MB) is relayed to an
-  :class:`AnswerSink` as it arrives instead of being read whole first (issue 13: store-and-forward cost an
-  extra full transfer per invocation), and a replica that breaks off *during* that relay raises
-  :class:`AnswerBroken` (counted, logged; the caller closes the client's connection, which then sees a body
-  shorter than its ``Content-Length``). Answers under ``STREAM_MIN_BYTES`` (errors, masks) are read whole first,
-  so they stay replayable to the end;
+  the answer has gone to the client. By default every answer is read whole first (kept as the pieces received,
+  never joined), so a replica that dies mid-answer is replayed on the next one and CVAT never sees it. With
+  ``relay_min_bytes`` set (``SAM_GATEWAY_RELAY_MIN_BYTES``), an answer at least that large (an embedding's
+  5.6 MB) is relayed to an :class:`AnswerSink` as it arrives instead (issue 13: saves the store-and-forward
+  time), and a replica that breaks off *during* that relay raises :class:`AnswerBroken` (counted, logged; the
+  caller closes the client's connection, which then sees a body shorter than its ``Content-Length``): lower
+  latency, traded for that one failure no longer being replayed;
 - the last candidate disconnecting (``ServerDisconnectedError``: most often a kept-alive connection the server
   closed as the request went out) → one more try on that replica, over a new connection;
 - no ready replica, or every candidate failed → :class:`InvocationError` 503, at once;
@@ -52,7 +53,7 @@ _HOP_BY_HOP = frozenset(
     }
 )
 REPLICA_HEADER = "X-Sam-Gateway-Replica"
-# Answers at least this large (with a Content-Length) are relayed as they arrive; smaller ones are read whole.
+# A good relay_min_bytes where relaying is wanted: every embedding answer is above it, errors and masks below.
 STREAM_MIN_BYTES = 512 * 1024
 
 
@@ -142,11 +143,13 @@ class Forwarder:
         metrics: GatewayMetrics,
         upstream_timeout_s: float,
         connect_timeout_s: float,
+        relay_min_bytes: int = 0,
     ) -> None:
         self._session = session
         self._metrics = metrics
         self._upstream_timeout_s = upstream_timeout_s
         self._connect_timeout_s = connect_timeout_s
+        self._relay_min_bytes = relay_min_bytes  # 0: every answer read whole (replayable)
 
     async def forward(
         self,
@@ -163,9 +166,9 @@ class Forwarder:
         """Send to ``candidates`` in order until one answers; raise :class:`InvocationError` otherwise.
 
         ``timeout_s`` shortens the deadline (an invocation that already waited for a model to wake). With a
-        ``sink``, an answer of ``STREAM_MIN_BYTES`` or more is relayed into it as it arrives (see the module
-        docstring: :class:`AnswerBroken` when the replica breaks off during the relay, :class:`ClientGone` passed
-        through)."""
+        ``sink`` and ``relay_min_bytes`` set, an answer at least that large is relayed into it as it arrives (see
+        the module docstring: :class:`AnswerBroken` when the replica breaks off during the relay,
+        :class:`ClientGone` passed through)."""
         if not candidates:
             self._metrics.routing_decisions.labels(function, "no_replica").inc()
             raise InvocationError(503, f"Failed to invoke function: no ready replica of {function!r}")
@@ -192,7 +195,12 @@ class Forwarder:
                     reply_headers = filter_response_headers(resp.headers)
                     reply_headers[REPLICA_HEADER] = replica
                     length = resp.content_length
-                    relayed = sink is not None and length is not None and length >= STREAM_MIN_BYTES
+                    relayed = (
+                        sink is not None
+                        and self._relay_min_bytes > 0
+                        and length is not None
+                        and length >= self._relay_min_bytes
+                    )
                     if relayed and sink is not None and length is not None:  # (the repeat narrows for mypy)
                         await sink.start(status, reply_headers, length)
                         await self._relay(function, replica, resp, sink)

@@ -76,6 +76,15 @@ class GatewaySettings(BaseSettings):
         description="Put idle minReplicas-0 SamModels to sleep and wake them (needs sammodels/scale RBAC).",
     )
     connect_timeout_s: float = Field(default=3.0, gt=0, description="TCP connect timeout per replica attempt.")
+    relay_min_bytes: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "0: every answer is read whole before it goes to CVAT, so a replica dying mid-answer is retried on the "
+            "next. N > 0: answers of N bytes or more (524288: every embedding) are relayed as they arrive, a few ms "
+            "faster, and a replica breaking off mid-relay fails that call (CVAT sees a short body)."
+        ),
+    )
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0, description="Largest accepted invocation body.")
     watch_timeout_s: int = Field(
         default=300, gt=0, description="Server-side timeout of one watch request before it is renewed."

@@ -1,5 +1,6 @@
-"""How the gateway hands a replica's answer to CVAT: a large one (an embedding's 5.6 MB) is relayed as it arrives,
-a small one is read whole first; what a replica breaking off mid-answer does in each case."""
+"""How the gateway hands a replica's answer to CVAT. By default every answer is read whole first, so a replica
+breaking off mid-answer is replayed on the next one; with ``relay_min_bytes`` a large one (an embedding's 5.6 MB)
+is relayed as it arrives and a small one is read whole first; what a replica breaking off does in each case."""
 
 from __future__ import annotations
 
@@ -30,13 +31,17 @@ ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 async def _gateway(
-    aiohttp_client: ClientFactory, replicas: list[str], upstream_timeout_s: float = 5.0
+    aiohttp_client: ClientFactory,
+    replicas: list[str],
+    upstream_timeout_s: float = 5.0,
+    relay_min_bytes: int = STREAM_MIN_BYTES,
 ) -> TestClient[Any, Any]:
     settings = GatewaySettings(
         host="127.0.0.1",
         pod_address_annotation=ANNOTATION,
         direct_enabled=False,
         upstream_timeout_s=upstream_timeout_s,
+        relay_min_bytes=relay_min_bytes,
     )
     catalog = Catalog(pod_address_annotation=ANNOTATION)
     catalog.upsert_model(sammodel())
@@ -141,3 +146,23 @@ async def test_a_client_leaving_mid_answer_leaves_the_gateway_serving(
     resp = await client.post("/api/function_invocations", data=invocation_body(b"g"), headers=HEADERS)
     assert resp.status == 200 and len(await resp.read()) > EMBEDDING_ANSWER - 20
     assert len(encoder.received) == 2
+
+
+async def test_by_default_a_replica_cutting_a_large_answer_short_is_replayed_on_the_next(
+    aiohttp_client: ClientFactory, encoder_factory: EncoderFactory
+) -> None:
+    # The default (relay_min_bytes 0) reads every answer whole before the status line goes out: no lost request.
+    assert GatewaySettings(host="127.0.0.1").relay_min_bytes == 0
+    cutting = await encoder_factory("cutting", behaviour="cut", answer_bytes=EMBEDDING_ANSWER)
+    live = await encoder_factory("live", answer_bytes=EMBEDDING_ANSWER)
+    replicas = [cutting.address, live.address]
+    client = await _gateway(aiohttp_client, replicas, relay_min_bytes=0)
+    image = _image_routed_to(cutting.address, replicas)
+    resp = await client.post("/api/function_invocations", data=invocation_body(image), headers=HEADERS)
+    assert resp.status == 200
+    assert resp.headers["X-Encoder-Replica"] == "live"
+    body = await resp.read()
+    assert len(body) == int(resp.headers["Content-Length"]) > EMBEDDING_ANSWER - 20
+    assert len(cutting.received) == 1 and len(live.received) == 1
+    labels = {"function": SAM_FUNCTION, "reason": "disconnect"}
+    assert await metric(client, "sam_gateway_upstream_errors_total", labels) == 1

@@ -194,15 +194,18 @@ def model_events(cluster: Cluster, namespace: str, name: str) -> list[tuple[str,
 
 @dataclass
 class Load:
-    """CVAT-shaped clicks on distinct frames (each a first click: the encoder runs), from ``clients`` threads."""
+    """CVAT-shaped clicks on distinct frames (each a first click: the encoder runs), from ``clients`` threads; with
+    ``cycle`` the same ``cycle`` frames over and over (``routes``: which replica answered each frame, in order)."""
 
     cvat: CvatClient
     function: str
     clients: int
     pause_s: float = 0.0
+    cycle: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     replicas_seen: set[str] = field(default_factory=set)
+    routes: dict[int, list[str]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -215,10 +218,11 @@ class Load:
         return self
 
     def _run(self, seed: int) -> None:
-        frame = 0
+        count = 0
         while not self._stop.is_set():
+            frame = count % self.cycle if self.cycle else count
             image, _ = synthetic_image(160, 120, seed=seed + frame)
-            frame += 1
+            count += 1
             try:
                 status, headers, body = self.cvat.invoke_dashboard(self.function, interactor_payload(image, [[80, 60]]))
             except Exception as exc:  # a dropped connection is a failed request too
@@ -229,6 +233,7 @@ class Load:
                     self.failures.append(f"{status}: {str(body)[:200]}")
                 elif "X-Sam-Gateway-Replica" in headers:
                     self.replicas_seen.add(headers["X-Sam-Gateway-Replica"])
+                    self.routes.setdefault(frame, []).append(headers["X-Sam-Gateway-Replica"])
             if self.pause_s:
                 self._stop.wait(self.pause_s)
 
@@ -322,8 +327,9 @@ def test_load_scales_the_model_up_and_back_down_without_failed_requests(
     assert condition_of(current, "AbleToScale") == "True"
     assert condition_of(current, "ScalingActive", "reason") == "ValidMetricFound"
 
-    # A trickle of clicks (one at a time: no queue) while the HPA scales back down: none may fail.
-    trickle = Load(cvat, function, clients=1, pause_s=0.5).start(seed=9_000_000)
+    # A trickle of clicks (one at a time: no queue) on 12 frames, over and over, while the HPA scales back down:
+    # none may fail, and a frame moves only when the replica it was on leaves (rendezvous routing).
+    trickle = Load(cvat, function, clients=1, pause_s=0.5, cycle=12).start(seed=9_000_000)
     try:
         wait_for(
             lambda: get_sam(cluster, ns, name)["spec"]["replicas"] == 1 and ready_count(cluster, ns, name) == 1,
@@ -339,6 +345,15 @@ def test_load_scales_the_model_up_and_back_down_without_failed_requests(
         seen = history.stop()
     rescales = [m for r, m in hpa_events(cluster, ns, name) if r == "SuccessfulRescale"]
     assert any("below target" in m for m in rescales), rescales
+    (survivor,) = {p["status"]["podIP"] for p in pods(cluster, ns, ENCODER_SELECTOR.format(name))}
+    stayed = {f: r for f, r in trickle.routes.items() if r[0].startswith(f"{survivor}:")}
+    moved = {f: r for f, r in trickle.routes.items() if f not in stayed}
+    report(
+        f"scale-down routing: {len(stayed)} frames started on the surviving replica, {len(moved)} elsewhere "
+        f"({sum(len(set(r)) - 1 for r in moved.values())} moves)"
+    )
+    for frame, replicas in stayed.items():  # the survivor never left, so its frames never moved
+        assert set(replicas) == {replicas[0]}, (frame, replicas)
     failures = load.failures + trickle.failures
     report(
         f"failed requests: {len(failures)} of {sum(load.statuses.values()) + sum(trickle.statuses.values())}"

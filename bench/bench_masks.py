@@ -9,6 +9,7 @@ CPU time per click (all threads): what the click costs where the cores are share
 
     .venv/bin/python bench/bench_masks.py --clicks 30
     .venv/bin/python bench/bench_masks.py --clicks 30 --profile   # + cProfile of the default path
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_masks.py --threads 1   # where other jobs share the cores
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def main() -> None:
     parser.add_argument("--size", default="1920x1080")
     parser.add_argument("--scene", action="store_true", help="embed a generated scene instead of a random embedding")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: torch's, one per core)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.split("x"))
     checkpoint = Path(tempfile.mkdtemp(prefix="sam-masks-")) / "tiny.pth"
     write_tiny_checkpoint(checkpoint)

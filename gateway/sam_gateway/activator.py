@@ -65,6 +65,7 @@ def work_requests(metrics_text: str) -> float:
 @dataclass
 class _ModelState:
     last_invocation: float
+    in_flight: int = 0  # invocations through this gateway not yet answered (a long encode is not idleness)
     encoder_requests: float | None = None
     waking: asyncio.Task[None] | None = None
     wake_started: float | None = None
@@ -89,6 +90,18 @@ class Activator:
         return state
 
     # ------------------------------------------------------------------ invocations
+    def invocation_started(self, function: Function) -> None:
+        """An invocation arrived: the model is busy until :meth:`invocation_finished`."""
+        state = self._state(function.model_key)
+        state.in_flight += 1
+        state.last_invocation = self.clock()
+
+    def invocation_finished(self, function: Function) -> None:
+        """An invocation was answered (or failed): the quiet period counts from the last one's end."""
+        state = self._state(function.model_key)
+        state.in_flight = max(0, state.in_flight - 1)
+        state.last_invocation = self.clock()
+
     async def replicas_for(self, function: Function, mode: str) -> list[str]:
         """The function's ready replicas, waking a sleeping model first (the caller's invocation is held)."""
         state = self._state(function.model_key)
@@ -156,6 +169,9 @@ class Activator:
             assert autoscaling is not None
             state = self._state(function.model_key)
             if state.waking is not None and not state.waking.done():
+                continue
+            if state.in_flight:  # an answer still on its way (a big model's first encode can outlast the period)
+                state.last_invocation = self.clock()
                 continue
             if not self.catalog.replicas(function):
                 # Starting (or restarting): the quiet period counts from when it can serve, not from its creation.

@@ -114,6 +114,8 @@ async def invoke(
         digest = image_digest(body)
     activator = app.get(ACTIVATOR)
     answer = _ClientAnswer(request)
+    if activator is not None:
+        activator.invocation_started(function)
     try:
         if activator is None:
             replicas, budget = app[CATALOG].replicas(function), None
@@ -140,6 +142,9 @@ async def invoke(
             request.transport.close()
     except ClientGone:
         log.info("Client disconnected during the answer", extra={"function": function.name})
+    finally:
+        if activator is not None:
+            activator.invocation_finished(function)
     response = answer.response
     metrics = app[METRICS]
     metrics.request_duration.labels(function.name).observe(time.perf_counter() - started)

@@ -212,6 +212,28 @@ async def test_the_quiet_period_counts_from_the_first_ready_replica() -> None:
     assert await activator.put_idle_models_to_sleep() == [SAM_FUNCTION]
 
 
+async def test_an_invocation_in_flight_keeps_the_model_awake_past_its_quiet_period() -> None:
+    """A big model's first encode on a CPU can outlast the quiet period: it is not idleness, and the quiet period
+    counts from the end of the last invocation."""
+    catalog = Catalog(pod_address_annotation=ANNOTATION)
+    catalog.upsert_model(scale_to_zero_model(replicas=1, quiet=10))
+    catalog.upsert_pod(pod("enc-0", annotations={ANNOTATION: "127.0.0.1:1"}))
+    (function,) = catalog.functions()
+    scaler, clock, counts = RecordingScaler(), FakeClock(), {"127.0.0.1:1": 7}
+    activator = sleeper(catalog, scaler, counts, clock)
+    await activator.put_idle_models_to_sleep()
+    activator.invocation_started(function)
+    for _ in range(6):  # a minute of encoding; the encoder's counter moves only when the answer is out
+        clock.now += 10
+        assert await activator.put_idle_models_to_sleep() == []
+    activator.invocation_finished(function)
+    clock.now += 9
+    assert await activator.put_idle_models_to_sleep() == []
+    clock.now += 2
+    assert await activator.put_idle_models_to_sleep() == [SAM_FUNCTION]
+    assert scaler.scaled == [("models", "vit-h", 0)]
+
+
 async def test_only_hpa_scale_to_zero_models_that_are_awake_are_put_to_sleep() -> None:
     catalog = Catalog(pod_address_annotation=ANNOTATION)
     scaler, clock = RecordingScaler(), FakeClock()

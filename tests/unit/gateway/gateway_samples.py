@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from harness.processes import free_port as free_port  # re-exported: the gateway tests' loopback ports
 from prometheus_client.parser import text_string_to_metric_families
 from sam_contract.cvat import CvatStatus
+from sam_gateway.routing import image_digest, rank_replicas
 
 SAM_ANNOTATIONS = {
     "name": "Segment Anything",
@@ -135,6 +136,15 @@ def invocation_body(image: bytes) -> bytes:
         "obj_bbox": [],
     }
     return json.dumps(payload).encode()
+
+
+def image_routed_to(primary: str, replicas: list[str]) -> bytes:
+    """An image whose rendezvous primary among ``replicas`` is ``primary``."""
+    for i in range(10_000):
+        image = f"frame-{i}".encode()
+        if rank_replicas(image_digest(invocation_body(image)), replicas)[0] == primary:
+            return image
+    raise AssertionError("no image found")
 
 
 @dataclass

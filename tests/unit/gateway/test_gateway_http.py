@@ -18,7 +18,6 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sam_gateway.app import create_app, notify_changed
 from sam_gateway.catalog import Catalog
-from sam_gateway.routing import image_digest, rank_replicas
 from sam_gateway.settings import GatewaySettings
 from sam_gateway.state import DIRECT
 from unit.gateway.gateway_samples import (
@@ -26,6 +25,7 @@ from unit.gateway.gateway_samples import (
     SAM_FUNCTION,
     EncoderFactory,
     free_port,
+    image_routed_to,
     invocation_body,
     metric,
     pod,
@@ -76,15 +76,6 @@ def _invoke_headers(function: str = SAM_FUNCTION) -> dict[str, str]:
         "x-nuclio-path": "/",
         "Content-Type": "application/json",
     }
-
-
-def _image_routed_to(primary: str, replicas: list[str]) -> bytes:
-    """An image whose rendezvous primary is ``primary``."""
-    for i in range(10_000):
-        image = f"frame-{i}".encode()
-        if rank_replicas(image_digest(invocation_body(image)), replicas)[0] == primary:
-            return image
-    raise AssertionError("no image found")
 
 
 async def _requests(client: TestClient[Any, Any], mode: str, code: str) -> float:
@@ -249,7 +240,7 @@ async def test_connection_refused_retries_the_next_replica(
     dead = _dead_address()
     replicas = [dead, live.address]
     client = await _gateway(aiohttp_client, _catalog(replicas))
-    image = _image_routed_to(dead, replicas)
+    image = image_routed_to(dead, replicas)
 
     resp = await client.post("/api/function_invocations", data=invocation_body(image), headers=_invoke_headers())
     assert resp.status == 200
@@ -267,7 +258,7 @@ async def test_replica_dying_mid_request_is_retried_on_another(
     live = await encoder_factory("live")
     replicas = [dying.address, live.address]
     client = await _gateway(aiohttp_client, _catalog(replicas))
-    image = _image_routed_to(dying.address, replicas)
+    image = image_routed_to(dying.address, replicas)
 
     resp = await client.post("/api/function_invocations", data=invocation_body(image), headers=_invoke_headers())
     assert resp.status == 200
@@ -342,7 +333,7 @@ async def test_upstream_error_status_and_body_pass_through_unchanged(
     encoder = await encoder_factory("enc", behaviour=f"status:{code}")
     other = await encoder_factory("other")
     client = await _gateway(aiohttp_client, _catalog([encoder.address, other.address]))
-    image = _image_routed_to(encoder.address, [encoder.address, other.address])
+    image = image_routed_to(encoder.address, [encoder.address, other.address])
     resp = await client.post("/api/function_invocations", data=invocation_body(image), headers=_invoke_headers())
     assert resp.status == code
     assert await resp.json() == {"error": f"enc says {code}"}

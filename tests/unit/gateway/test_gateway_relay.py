@@ -15,9 +15,16 @@ from aiohttp.test_utils import TestClient
 from sam_gateway.app import create_app
 from sam_gateway.catalog import Catalog
 from sam_gateway.proxy import STREAM_MIN_BYTES
-from sam_gateway.routing import image_digest, rank_replicas
 from sam_gateway.settings import GatewaySettings
-from unit.gateway.gateway_samples import SAM_FUNCTION, EncoderFactory, invocation_body, metric, pod, sammodel
+from unit.gateway.gateway_samples import (
+    SAM_FUNCTION,
+    EncoderFactory,
+    image_routed_to,
+    invocation_body,
+    metric,
+    pod,
+    sammodel,
+)
 
 ANNOTATION = "samoperator.io/test-address"
 EMBEDDING_ANSWER = 5_592_420  # {"blob": <base64 of float32[1,256,64,64]>}
@@ -50,14 +57,6 @@ async def _gateway(
     return await aiohttp_client(create_app(settings, catalog))
 
 
-def _image_routed_to(primary: str, replicas: list[str]) -> bytes:
-    for i in range(10_000):
-        image = f"frame-{i}".encode()
-        if rank_replicas(image_digest(invocation_body(image)), replicas)[0] == primary:
-            return image
-    raise AssertionError("no image found")
-
-
 async def test_an_embedding_sized_answer_arrives_whole_with_its_length(
     aiohttp_client: ClientFactory, encoder_factory: EncoderFactory
 ) -> None:
@@ -85,7 +84,7 @@ async def test_a_replica_cutting_a_large_answer_short_cuts_the_client_off(
     live = await encoder_factory("live", answer_bytes=EMBEDDING_ANSWER)
     replicas = [cutting.address, live.address]
     client = await _gateway(aiohttp_client, replicas)
-    image = _image_routed_to(cutting.address, replicas)
+    image = image_routed_to(cutting.address, replicas)
     resp = await client.post("/api/function_invocations", data=invocation_body(image), headers=HEADERS)
     assert resp.status == 200
     with pytest.raises(aiohttp.ClientPayloadError):
@@ -94,7 +93,7 @@ async def test_a_replica_cutting_a_large_answer_short_cuts_the_client_off(
     labels = {"function": SAM_FUNCTION, "reason": "disconnect"}
     assert await metric(client, "sam_gateway_upstream_errors_total", labels) == 1
     # The gateway itself goes on serving.
-    other = _image_routed_to(live.address, replicas)
+    other = image_routed_to(live.address, replicas)
     resp = await client.post("/api/function_invocations", data=invocation_body(other), headers=HEADERS)
     assert resp.status == 200 and len(await resp.read()) > EMBEDDING_ANSWER - 20
 
@@ -121,7 +120,7 @@ async def test_a_replica_cutting_a_small_answer_short_is_replayed_on_the_next(
     live = await encoder_factory("live", answer_bytes=4096)
     replicas = [cutting.address, live.address]
     client = await _gateway(aiohttp_client, replicas)
-    image = _image_routed_to(cutting.address, replicas)
+    image = image_routed_to(cutting.address, replicas)
     resp = await client.post("/api/function_invocations", data=invocation_body(image), headers=HEADERS)
     assert resp.status == 200
     assert resp.headers["X-Encoder-Replica"] == "live"
@@ -157,7 +156,7 @@ async def test_by_default_a_replica_cutting_a_large_answer_short_is_replayed_on_
     live = await encoder_factory("live", answer_bytes=EMBEDDING_ANSWER)
     replicas = [cutting.address, live.address]
     client = await _gateway(aiohttp_client, replicas, relay_min_bytes=0)
-    image = _image_routed_to(cutting.address, replicas)
+    image = image_routed_to(cutting.address, replicas)
     resp = await client.post("/api/function_invocations", data=invocation_body(image), headers=HEADERS)
     assert resp.status == 200
     assert resp.headers["X-Encoder-Replica"] == "live"

@@ -9,21 +9,24 @@ from ..settings import InferenceSettings
 from .sam_predictor import SamEncoderPredictor
 
 if TYPE_CHECKING:
-    from .sam2_predictor import Sam2EncoderPredictor
+    pass
 
 
 def build_predictor(settings: InferenceSettings) -> Predictor:
     """The predictor for `settings` (not loaded yet: the app loads it in its model-loading task)."""
-    predictor_class: type[SamEncoderPredictor] | type[Sam2EncoderPredictor] = SamEncoderPredictor
+    common = {
+        "variant": settings.model_variant,
+        "checkpoint": settings.checkpoint_path,
+        "device": settings.device,
+        "precision": settings.precision,
+        "engine": settings.engine,
+        "warm_up_batch": settings.max_batch_size,
+    }
     if settings.model_family == "sam2":
         from .sam2_predictor import Sam2EncoderPredictor  # imports sam2 (and Hydra) only for SAM 2 models
 
-        predictor_class = Sam2EncoderPredictor
-    return predictor_class(
-        variant=settings.model_variant,
-        checkpoint=settings.checkpoint_path,
-        device=settings.device,
-        precision=settings.precision,
-        engine=settings.engine,
-        warm_up_batch=settings.max_batch_size,
-    )
+        return Sam2EncoderPredictor(**common)  # type: ignore[arg-type]
+    # The onnxruntime decoder is exported at load (a second or more): only masks mode decodes on every click, so an
+    # embedding-mode encoder (CVAT decodes in the browser) keeps the eager path for its occasional /v1/masks.
+    decoder = "auto" if settings.mode == "masks" else "torch"
+    return SamEncoderPredictor(**common, mask_decoder=decoder)  # type: ignore[arg-type]

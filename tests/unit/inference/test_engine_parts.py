@@ -63,6 +63,13 @@ def test_settings_default_to_auto_and_reach_the_predictor(tmp_path: Path) -> Non
     assert (predictor.engine, predictor.precision) == ("fused", "int8")  # type: ignore[attr-defined]
 
 
+def test_only_masks_mode_exports_the_onnxruntime_decoder_at_load(tmp_path: Path) -> None:
+    settings = InferenceSettings(checkpoint_path=tmp_path / "x.pth", device="cpu")
+    assert build_predictor(settings).mask_decoder == "torch"  # type: ignore[attr-defined]
+    masks = build_predictor(settings.model_copy(update={"mode": "masks"}))
+    assert masks.mask_decoder == "auto"  # type: ignore[attr-defined]
+
+
 def _attention(size: int, heads: int = 4, dim: int = 64) -> Attention:
     torch.manual_seed(size)
     attn = Attention(dim, heads, use_rel_pos=True, rel_pos_zero_init=False, input_size=(size, size)).eval()

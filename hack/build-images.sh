@@ -6,6 +6,8 @@
 # are the chart's and the operator's defaults, so a `helm install` with no image values runs what was built here.
 #   SAM_IMAGES     which to build (default "operator inference")
 #   SAM_IMAGES_FORCE=1 rebuild even when the hash tag exists
+#   SAM_IMAGES_KEEP    how many older :src-<hash> tags of each image to keep (default 1); older ones are removed, so
+#                      repeated builds after source changes do not fill the disk (each encoder build is ~6 GB)
 # Prints one line per image; the build's own output goes to ~/.cache/sam-operator/kind/logs/build-<image>.log.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/kind/lib.sh"
@@ -23,13 +25,25 @@ content_hash() { # dockerfile
 }
 image_ref() { echo "ghcr.io/sam-operator/sam-$1"; }
 
+# Removes the :src-* tags of REF beyond the current one and the SAM_IMAGES_KEEP newest others (podman then drops the
+# layers no other image uses; the dependency layers the current image shares stay).
+prune_old_tags() { # ref current-tag
+  local ref=$1 current=$2 tag removed=0
+  while read -r tag; do
+    [[ $tag == "$current" ]] && continue
+    podman rmi "$ref:$tag" >/dev/null 2>&1 && removed=$((removed + 1))
+  done < <(podman images --sort created --format '{{.Tag}}' "$ref" | grep '^src-' | grep -vx "$current" \
+             | tail -n +"$((${SAM_IMAGES_KEEP:-1} + 1))")
+  if ((removed)); then kind_log "removed $removed older $ref:src-* tag(s)"; fi
+}
+
 build() { # name dockerfile [build args...]
   local name=$1 dockerfile=$2; shift 2
   local ref hash t0=$SECONDS
   ref=$(image_ref "$name"); hash=$(content_hash "$dockerfile")
   if [[ ${SAM_IMAGES_FORCE:-0} != 1 ]] && image_exists "$ref:src-$hash"; then
     podman tag "$ref:src-$hash" "$ref:$VERSION"
-    kind_log "$ref:$VERSION is up to date (src-$hash)"; return 0
+    kind_log "$ref:$VERSION is up to date (src-$hash)"; prune_old_tags "$ref" "src-$hash"; return 0
   fi
   kind_log "building $ref:$VERSION (src-$hash; log: $SAM_KIND_CACHE/logs/build-$name.log)"
   mkdir -p "$HOME/.cache/pip"
@@ -42,6 +56,7 @@ build() { # name dockerfile [build args...]
     -v "$HOME/.cache/pip:/root/.cache/pip" \
     "$@" -f "$dockerfile" -t "$ref:src-$hash" -t "$ref:$VERSION" .
   kind_log "built $ref:$VERSION in $((SECONDS - t0)) s, $(podman image inspect --format '{{.Size}}' "$ref:$VERSION" | numfmt --to=iec)"
+  prune_old_tags "$ref" "src-$hash"
 }
 
 for name in ${SAM_IMAGES:-operator inference}; do

@@ -34,6 +34,9 @@ if [[ -n ${SAM_KIND_IMAGES-operator inference} ]]; then
   step "product images ready"
 fi
 
+refs=(); for name in ${SAM_KIND_IMAGES-operator inference}; do refs+=("ghcr.io/sam-operator/sam-$name:$(project_version)"); done
+require_disk_for_images "${refs[@]}"
+
 # Host state the cluster changes (the kubelet's host-wide sysctls, netavark's IP forwarding, /lib/modules, the podman
 # network): recorded before the first of these scripts' clusters, restored after the last (hack/kind/lib.sh).
 host_state_register "$SAM_KIND_CLUSTER"
@@ -55,9 +58,7 @@ K -n kube-system rollout status deploy/coredns --timeout=120s >/dev/null
 K -n local-path-storage rollout status deploy/local-path-provisioner --timeout=120s >/dev/null
 step "nodes Ready (1 real, $(K get nodes -l type=kwok -o name | wc -l) kwok GPU), CoreDNS and volume provisioner running"
 
-for name in ${SAM_KIND_IMAGES-operator inference}; do
-  bash "$KIND_DIR/load-image.sh" "ghcr.io/sam-operator/sam-$name:$(project_version)"
-done
-[[ -n ${SAM_KIND_IMAGES-operator inference} ]] && step "product images loaded into the node"
+for ref in "${refs[@]}"; do bash "$KIND_DIR/load-image.sh" "$ref"; done
+[[ -n ${SAM_KIND_IMAGES-operator inference} ]] && step "product images loaded into the node ($(numfmt --to=iec "$(store_free_bytes)") disk left)"
 printf 'KUBECONFIG=%s\n' "$STATE/kubeconfig" >"$STATE/env"
 kind_log "cluster $SAM_KIND_CLUSTER ready in $((SECONDS - t_all)) s: export KUBECONFIG=$STATE/kubeconfig"

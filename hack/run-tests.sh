@@ -22,6 +22,9 @@ host_state() { # what a kind run may leave behind on the host, one line per thin
   return 0
 }
 before=$(host_state)
+# The kind suite loads ~6.5 GB of images into its node, which stores them twice: say early how much room there is
+# (kind-up.sh refuses, with the figures, before creating a cluster that cannot hold them).
+if command -v podman >/dev/null; then echo "disk: $(numfmt --to=iec "$(store_free_bytes)") free for podman's store"; fi
 
 .venv/bin/python -m pytest "$@"
 rc=$?

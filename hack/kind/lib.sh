@@ -39,6 +39,23 @@ kind_host_sysctls() {
 }
 project_version() { python3 -c 'import tomllib; print(tomllib.load(open("'"$REPO_DIR"'/pyproject.toml","rb"))["project"]["version"])'; }
 kind_node() { echo "$SAM_KIND_CLUSTER-control-plane"; }
+# Free bytes on the filesystem of podman's store (the kind node's containerd lives there too).
+store_free_bytes() { df --output=avail -B1 "$(podman info --format '{{.Store.GraphRoot}}')" | tail -n 1 | tr -d ' '; }
+# Fails, before anything is created, when the images about to be loaded into the node cannot fit: the node's
+# containerd keeps each image twice (the imported layers and their unpacked snapshot), plus SAM_KIND_DISK_MARGIN_GB
+# (default 3) for pods, volumes and the tests. A full disk would otherwise stop the import minutes later with a
+# bare "no space left on device" from inside the node.
+require_disk_for_images() { # image-ref...
+  local need=$((${SAM_KIND_DISK_MARGIN_GB:-3} * 1024 ** 3)) free ref
+  for ref in "$@"; do need=$((need + 2 * $(podman image inspect --format '{{.Size}}' "$ref"))); done
+  free=$(store_free_bytes)
+  if ((free < need)); then
+    echo "not enough disk for the kind node: $(numfmt --to=iec "$free") free on $(podman info --format '{{.Store.GraphRoot}}'), need $(numfmt --to=iec "$need") (2x the images to load: $*, + ${SAM_KIND_DISK_MARGIN_GB:-3}G)." \
+      "Free space: old clones' .venv folders, 'podman image prune', hack/kind-down.sh SAM_KIND_REMOVE_IMAGES=1" >&2
+    return 1
+  fi
+  kind_log "disk: $(numfmt --to=iec "$free") free, the node needs about $(numfmt --to=iec "$need")"
+}
 
 # What a kind cluster changes on the host is host-wide (the kubelet's sysctls), so it is shared by every cluster these
 # scripts run at once: the first cluster up records the host as it was, the last one down restores it.

@@ -10,7 +10,9 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,11 +30,25 @@ def kind_env(name: str, state: Path) -> dict[str, str]:
 
 
 def start_kind_cluster(name: str, state: Path) -> Cluster:
-    """hack/kind-up.sh (its progress lines go to the terminal); the cluster it made."""
-    proc = subprocess.run(["bash", str(KIND_UP)], env=kind_env(name, state), timeout=3600)
-    if proc.returncode != 0:
+    """hack/kind-up.sh (its progress lines and errors go to the terminal); the cluster it made.
+
+    When it fails, the error names the cause on its first line (kind-up's last error lines), so that the one line
+    pytest's summary keeps of it says why, not only that it failed.
+    """
+    proc = subprocess.Popen(
+        ["bash", str(KIND_UP)], env=kind_env(name, state), stderr=subprocess.PIPE, text=True, errors="replace"
+    )
+    assert proc.stderr is not None
+    errors: deque[str] = deque(maxlen=6)
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        if line.strip():
+            errors.append(line.strip())
+    returncode = proc.wait(timeout=3600)
+    if returncode != 0:
         stop_kind_cluster(name, state)
-        raise RuntimeError(f"hack/kind-up.sh failed ({proc.returncode}); logs in {state}/logs")
+        cause = " | ".join(errors) or "no error output"
+        raise RuntimeError(f"hack/kind-up.sh failed ({returncode}): {cause}; logs in {state}/logs")
     return Cluster(kubeconfig=state / "kubeconfig", bin_dir=k8s_bin_dir())
 
 

@@ -8,6 +8,7 @@ adds torch.profiler's top operators for one path (where the time goes).
 
     .venv/bin/python bench/bench_engine.py --variant vit_b --rounds 3
     .venv/bin/python bench/bench_engine.py --variant vit_b --paths torch/float32,fused/int8 --profile fused/int8
+    .venv/bin/python bench/bench_engine.py --variant vit_b --paths fused/int8,openvino/float32,openvino/int8
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from sam_inference.torch_models.engine.encoder import build_encoder  # noqa: E402
+from sam_inference.torch_models.engine.openvino_encoder import build_openvino_encoder  # noqa: E402
 from sam_inference.torch_models.engine.plan import EnginePlan, derive_plan, resolve_plan  # noqa: E402
 from sam_inference.torch_models.tiny import build_random_sam  # noqa: E402
 from segment_anything.modeling import Sam  # noqa: E402
@@ -48,6 +50,27 @@ def plan_for(path: str, device: str) -> EnginePlan:
     if engine == "auto" or precision == "auto":
         return resolve_plan(engine, precision, device)  # type: ignore[arg-type]
     return derive_plan(engine, precision, device, "float32")  # type: ignore[arg-type]
+
+
+def prepare(sam: Sam, plan: EnginePlan, device: str) -> Any:
+    """The encoder `plan` runs; openvino paths are converted (and quantized) here, their time printed."""
+    if plan.engine != "openvino":
+        return build_encoder(copy.deepcopy(sam.image_encoder), plan)
+    transform = ResizeLongestSide(1024)
+
+    def encoder_input(image: np.ndarray) -> np.ndarray:
+        tensor = torch.as_tensor(transform.apply_image(image)).permute(2, 0, 1).contiguous()[None].to(device)
+        with torch.inference_mode():
+            return np.asarray(sam.preprocess(tensor).cpu().numpy(), dtype=np.float32)
+
+    started = time.perf_counter()
+    encoder = build_openvino_encoder(copy.deepcopy(sam.image_encoder), plan, encoder_input)
+    print(
+        f"{plan.describe()}: converted{' and quantized' * (plan.precision == 'int8')} in "
+        f"{time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
+    return encoder
 
 
 def profile(encoder: Any, x: torch.Tensor, top: int) -> str:
@@ -73,7 +96,7 @@ def main() -> None:
         paths.insert(0, REFERENCE)
     sam = build_random_sam(args.variant)
     x = scene_input(sam, 1, args.device)
-    encoders = {p: build_encoder(copy.deepcopy(sam.image_encoder), plan_for(p, args.device)) for p in paths}
+    encoders = {p: prepare(sam, plan_for(p, args.device), args.device) for p in paths}
     del sam
     times: dict[str, list[float]] = {p: [] for p in paths}
     outputs: dict[str, np.ndarray] = {}

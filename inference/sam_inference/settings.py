@@ -20,7 +20,7 @@ ModelVariant = Literal[
 ServiceMode = Literal["embedding", "masks"]
 Device = Literal["cuda", "cpu"]
 Precision = Literal["auto", "float32", "bfloat16", "float16", "int8"]
-Engine = Literal["auto", "torch", "fused"]
+Engine = Literal["auto", "torch", "fused", "openvino"]
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -44,7 +44,10 @@ class InferenceSettings(BaseSettings):
     mode: ServiceMode = Field("embedding", description="What POST / returns: CVAT blob or CVAT mask shapes.")
     device: Device = Field("cuda", description="Torch device; cuda falls back to an error, never silently.")
     engine: Engine = Field(
-        "auto", description="Encoder engine: torch (upstream modules) or fused (SDPA, blockwise rel-pos); auto = fused."
+        "auto",
+        description="Encoder engine: torch (upstream modules), fused (SDPA, blockwise rel-pos) or openvino (cpu: the "
+        "encoder converted to OpenVINO, int8 by NNCF post-training quantization; kept beside the checkpoint); "
+        "auto = fused.",
     )
     precision: Precision = Field(
         "auto",

@@ -78,9 +78,9 @@ def family_problem(
             "with its bundled Hiera-L decoder: it requires spec.model.family sam2, spec.model.variant hiera_l and "
             "spec.cvat.mode embedding"
         )
-    if family == "sam2" and (engine == "fused" or precision == "int8"):
+    if family == "sam2" and (engine in ("fused", "openvino") or precision == "int8"):
         return (
-            "spec.runtime.engine fused and spec.runtime.precision int8 rewrite SAM 1's ViT encoder; with "
+            "spec.runtime.engine fused or openvino and spec.runtime.precision int8 rewrite SAM 1's ViT encoder; with "
             "spec.model.family sam2 use engine auto or torch and precision auto, float32, bfloat16 or float16"
         )
     return None

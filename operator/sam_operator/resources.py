@@ -134,7 +134,7 @@ class RuntimeSpec(_Model):
     """``spec.runtime``."""
 
     device: Literal["cuda", "cpu"] = "cuda"
-    engine: Literal["auto", "torch", "fused"] = "auto"
+    engine: Literal["auto", "torch", "fused", "openvino"] = "auto"
     precision: Literal["auto", "float32", "bfloat16", "float16", "int8"] = "auto"
     max_batch_size: int = Field(default=4, ge=1, le=64)
     batch_wait_milliseconds: int = Field(default=5, ge=0, le=1000)
@@ -302,6 +302,13 @@ class SamModelSpec(_Model):
         if self.runtime.precision == "int8" and self.runtime.device != "cpu":
             raise ValueError(
                 "spec.runtime.precision int8 needs spec.runtime.device cpu (use auto, bfloat16 or float16 on cuda)"
+            )
+        if self.runtime.engine == "openvino" and (
+            self.runtime.device != "cpu" or self.runtime.precision not in ("auto", "float32", "int8")
+        ):
+            raise ValueError(
+                "spec.runtime.engine openvino runs on spec.runtime.device cpu in precision auto, float32 or int8 "
+                "(use engine auto, torch or fused on cuda)"
             )
         if self.autoscaling.enabled and self.replicas == 0 and self.autoscaling.min_replicas != 0:
             raise ValueError(

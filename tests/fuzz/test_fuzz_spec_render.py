@@ -101,13 +101,15 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
     min_replicas = draw(st.integers(1, 10))
     request_n = draw(st.integers(1, 64))
     spec: dict[str, Any] = {"model": {"variant": variant, "checkpoint": checkpoint}}
+    engine = draw(st.sampled_from(["auto", "torch", "fused"] + (["openvino"] if device == "cpu" else [])))
+    precisions = ["auto", "float32", "bfloat16"] + (["float16"] if device == "cuda" else ["int8"])
+    if engine == "openvino":
+        precisions = ["auto", "float32", "int8"]
     optional: dict[str, Any] = {
         "runtime": {
             "device": device,
-            "engine": draw(st.sampled_from(["auto", "torch", "fused"])),
-            "precision": draw(
-                st.sampled_from(["auto", "float32", "bfloat16"] + (["float16"] if device == "cuda" else ["int8"]))
-            ),
+            "engine": engine,
+            "precision": draw(st.sampled_from(precisions)),
             "maxBatchSize": draw(st.integers(1, 64)),
             "batchWaitMilliseconds": draw(st.integers(0, 1000)),
             "maxQueue": draw(st.integers(1, 100000)),

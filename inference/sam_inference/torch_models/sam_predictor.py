@@ -14,7 +14,7 @@ PyTorch with upstream's `postprocess_masks`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +25,8 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from ..predictor import EMBEDDING_SHAPE, LOW_RES_SHAPE, Embedding, ImageFeatures, MaskResult, PreparedImage, Prompts
 from .devices import check_device
-from .engine.encoder import PreparedEncoder, build_encoder
+from .engine.encoder import build_encoder
+from .engine.openvino_encoder import build_openvino_encoder, ir_cache_key
 from .engine.plan import EngineChoice, EnginePlan, PrecisionChoice, resolve_plan
 from .mask_upsampling import axis_map, upsample_mask
 from .model import load_sam
@@ -73,7 +74,7 @@ class SamEncoderPredictor(TorchPredictorBase):
         self.mask_decoder = mask_decoder
         self._onnx_decoder: OnnxLowResDecoder | None = None
         self.plan: EnginePlan | None = None
-        self._encoder: PreparedEncoder | None = None
+        self._encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.warm_up_batch = warm_up_batch
         self._model: Sam | None = model
         self._transform = ResizeLongestSide(1024)
@@ -93,7 +94,7 @@ class SamEncoderPredictor(TorchPredictorBase):
             if self._model is None:
                 self._model = load_sam(self.variant, self.checkpoint)
             self._model = self._model.to(self.device).eval()
-            self._encoder = build_encoder(self._model.image_encoder, plan)
+            self._encoder = self._build_encoder(self._model, plan)
             with torch.inference_mode():  # a constant of the model: upstream recomputes it (sin/cos) per click
                 self._dense_pe = self._model.prompt_encoder.get_dense_pe()
             if resolve_mask_decoder(self.mask_decoder, self.device.type) == "onnxruntime":
@@ -101,6 +102,26 @@ class SamEncoderPredictor(TorchPredictorBase):
             self.plan = plan
             log.info("Prepared encoder %s", plan.describe())
             self._ready = True
+
+    def _build_encoder(self, model: Sam, plan: EnginePlan) -> Callable[[torch.Tensor], torch.Tensor]:
+        if plan.engine != "openvino":
+            return build_encoder(model.image_encoder, plan)
+        # The converted (and quantized) IR is kept beside the checkpoint (the pod's model cache, a PVC when the
+        # SamModel has one); a model given in memory (tests, bench) is prepared every time.
+        from_file = self.checkpoint.is_file()
+        return build_openvino_encoder(
+            model.image_encoder,
+            plan,
+            self._encoder_input,
+            cache_dir=self.checkpoint.parent / "openvino" if from_file else None,
+            cache_key=ir_cache_key(self.checkpoint, self.variant, plan.precision) if from_file else None,
+        )
+
+    def _encoder_input(self, image: np.ndarray) -> np.ndarray:
+        """An HxWx3 uint8 image as the encoder's input, exactly as `embed_batch` makes it."""
+        resized = torch.as_tensor(self.preprocess(image).data).permute(2, 0, 1).contiguous()[None]
+        with torch.inference_mode():
+            return np.asarray(self.model.preprocess(resized.to(self.device)).cpu().numpy(), dtype=np.float32)
 
     def warm_up(self) -> None:
         black = np.zeros((600, 800, 3), dtype=np.uint8)

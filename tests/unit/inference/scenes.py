@@ -1,47 +1,6 @@
-"""Generated scenes: photo-like test images (a lit background, overlapping shaded objects, texture, blur), not
-noise. Deterministic per seed. Used by the engine fidelity tests and by bench/ (which imports this module).
+"""Generated scenes for the engine fidelity tests and bench/: the product's own (the `openvino` engine calibrates on
+them), `sam_inference.torch_models.engine.calibration`."""
 
-Each scene also names click points inside its objects, where a user would click.
-"""
+from sam_inference.torch_models.engine.calibration import Scene, make_scene
 
-from __future__ import annotations
-
-from dataclasses import dataclass
-
-import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
-
-
-@dataclass(frozen=True)
-class Scene:
-    image: np.ndarray  # H x W x 3 uint8 RGB
-    clicks: tuple[tuple[float, float], ...]  # (x, y) inside objects
-
-
-def make_scene(seed: int, width: int = 640, height: int = 480, objects: int = 6) -> Scene:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    top, bottom = rng.uniform(40, 215, size=(2, 3))
-    ramp = (yy / max(1, height - 1))[..., None]
-    background = top * (1 - ramp) + bottom * ramp
-    light = 0.75 + 0.25 * np.cos((xx - rng.uniform(0, width)) / width * np.pi)[..., None]
-    canvas = Image.fromarray(np.clip(background * light, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(canvas)
-    clicks = []
-    for _ in range(objects):
-        cx, cy = rng.uniform(0.15, 0.85) * width, rng.uniform(0.15, 0.85) * height
-        rx, ry = rng.uniform(0.05, 0.18) * width, rng.uniform(0.05, 0.18) * height
-        color = tuple(int(c) for c in rng.integers(0, 256, size=3))
-        box = (cx - rx, cy - ry, cx + rx, cy + ry)
-        shape = rng.integers(0, 3)
-        if shape == 0:
-            draw.ellipse(box, fill=color, outline=(20, 20, 20), width=2)
-        elif shape == 1:
-            draw.rectangle(box, fill=color, outline=(20, 20, 20), width=2)
-        else:
-            draw.polygon([(cx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry)], fill=color)
-        clicks.append((float(cx), float(cy + (ry / 3 if shape == 2 else 0))))
-    blurred = canvas.filter(ImageFilter.GaussianBlur(radius=1.2))
-    grain = rng.normal(0, 6, size=(height, width, 3))
-    image = np.clip(np.asarray(blurred, dtype=np.float32) + grain, 0, 255).astype(np.uint8)
-    return Scene(image=image, clicks=tuple(clicks))
+__all__ = ["Scene", "make_scene"]

@@ -3,12 +3,13 @@
 - every faster path keeps cosine >= 0.99 per embedding against float32;
 - masks decoded from each path's embedding reach IoU >= 0.98 against the float32 masks, click by click.
 Tiny model for every path, random-weight ViT-B (rel-pos tables randomised: upstream zero-initialises them)
-for the float32 and the CPU default (int8) paths.
+for the float32 path and both int8 paths (fused, the CPU default, and openvino).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from segment_anything.modeling import Sam
 from unit.inference.scenes import Scene, make_scene
 
 FAST_CPU_PATHS: list[tuple[EngineChoice, PrecisionChoice]] = [
+    ("openvino", "int8"),
     ("fused", "int8"),
     ("torch", "int8"),
     ("fused", "bfloat16"),
@@ -105,6 +107,17 @@ def test_float32_paths_equal_sampredictor_get_image_embedding(
         np.testing.assert_allclose(_embed(predictor, scene), expected, rtol=0, atol=1e-5)
 
 
+def test_openvino_float32_is_the_upstream_function(
+    tiny_model: Sam, scenes: list[Scene], tiny_fp32: list[np.ndarray]
+) -> None:
+    # oneDNN's kernels sum in another order than torch's: the same function to float32 rounding, not bit for bit.
+    predictor = _predictor(tiny_model, "openvino", "float32")
+    for scene, expected in zip(scenes, tiny_fp32, strict=True):
+        ours = _embed(predictor, scene)
+        np.testing.assert_allclose(ours, expected, rtol=0, atol=5e-5)
+        assert _cosine(ours, expected) >= 0.999999
+
+
 @pytest.mark.parametrize(("engine", "precision"), FAST_CPU_PATHS)
 def test_faster_paths_keep_cosine_and_masks_on_the_tiny_model(
     tiny_model: Sam,
@@ -122,6 +135,47 @@ def test_faster_paths_keep_cosine_and_masks_on_the_tiny_model(
         _assert_masks_agree(tiny_decoder, ours, expected, scene)
 
 
+def test_openvino_keeps_its_prepared_encoder_beside_the_checkpoint_and_reads_it_back(
+    tiny_checkpoint: Path, tmp_path: Path, scenes: list[Scene]
+) -> None:
+    checkpoint = tmp_path / "sam_vit_tiny.pth"
+    checkpoint.write_bytes(tiny_checkpoint.read_bytes())
+    first = SamEncoderPredictor("vit_tiny", checkpoint, device="cpu", precision="int8", engine="openvino")
+    first.load()
+    stored = sorted(p.name for p in (tmp_path / "openvino").iterdir())
+    assert len(stored) == 2 and {Path(n).suffix for n in stored} == {".xml", ".bin"}, stored
+    expected = _embed(first, scenes[0])
+    second = SamEncoderPredictor("vit_tiny", checkpoint, device="cpu", precision="int8", engine="openvino")
+    calls: list[object] = []
+    from sam_inference.torch_models.engine import openvino_encoder
+
+    original = openvino_encoder.quantize
+    openvino_encoder.quantize = lambda *args: calls.append(args) or original(*args)  # type: ignore[assignment]
+    try:
+        second.load()
+    finally:
+        openvino_encoder.quantize = original
+    assert calls == []  # read back, not quantized again
+    np.testing.assert_array_equal(_embed(second, scenes[0]), expected)
+    # What was quantized: every Linear layer's input passes a FakeQuantize; attention's q·k and attn·v do not.
+    import openvino
+
+    ir = openvino.Core().read_model(tmp_path / "openvino" / stored[1])
+    matmuls = {op.get_friendly_name(): op for op in ir.get_ops() if op.get_type_name() == "MatMul"}
+    linears = [name for name in matmuls if "aten::linear" in name]
+    attention = [name for name in matmuls if "aten::matmul" in name]
+    assert len(linears) == 4 * len(attention) // 2 > 0  # qkv, proj, lin1, lin2 and two products per block
+    for name, op in matmuls.items():
+        quantized = op.input_value(0).get_node().get_type_name() == "FakeQuantize"
+        assert quantized == (name in linears), name
+    key = openvino_encoder.ir_cache_key(checkpoint, "vit_tiny", "int8")
+    assert stored[0] == f"sam-encoder-{key}.bin"
+    stat = checkpoint.stat()
+    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a replaced checkpoint
+    assert openvino_encoder.ir_cache_key(checkpoint, "vit_tiny", "int8") != key
+    assert openvino_encoder.ir_cache_key(checkpoint, "vit_tiny", "float32") != key
+
+
 def test_int8_path_swaps_every_encoder_linear_and_keeps_the_decoder(tiny_model: Sam) -> None:
     predictor = _predictor(tiny_model, "fused", "int8")
     encoder_linears = [m for m in predictor.model.image_encoder.modules() if isinstance(m, torch.nn.Linear)]
@@ -135,16 +189,19 @@ def vit_b() -> Sam:
 
 
 @pytest.mark.slow
-def test_vit_b_float32_equals_upstream_and_int8_keeps_cosine_and_masks(vit_b: Sam) -> None:
+def test_vit_b_float32_equals_upstream_and_both_int8_paths_keep_cosine_and_masks(vit_b: Sam) -> None:
     scene = make_scene(7, 800, 600)
     expected = _upstream(vit_b, scene)
     fused = _predictor(vit_b, "fused", "float32")
     np.testing.assert_allclose(_embed(fused, scene), expected, rtol=0, atol=1e-5)
     del fused
-    int8 = _predictor(vit_b, "fused", "int8")
-    ours = _embed(int8, scene)
-    assert _cosine(ours, expected) >= 0.99
-    _assert_masks_agree(_predictor(vit_b, "torch", "float32"), ours, expected, scene)
+    decoder = _predictor(vit_b, "torch", "float32")
+    for engine in ("fused", "openvino"):
+        int8 = _predictor(vit_b, engine, "int8")  # type: ignore[arg-type]
+        ours = _embed(int8, scene)
+        del int8
+        assert _cosine(ours, expected) >= 0.99, engine
+        _assert_masks_agree(decoder, ours, expected, scene)
 
 
 def test_auto_resolves_at_load_to_the_plan_the_hardware_supports(

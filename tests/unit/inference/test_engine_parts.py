@@ -54,6 +54,11 @@ def test_plan_resolves_auto_and_rejects_precisions_without_kernels() -> None:
         derive_plan("fused", "int8", "cuda", "bfloat16")
     with pytest.raises(ValueError, match="unknown engine"):
         derive_plan("onnx", "auto", "cpu", "int8")  # type: ignore[arg-type]
+    assert derive_plan("openvino", "auto", "cpu", "int8") == EnginePlan("openvino", "int8", "cpu")
+    with pytest.raises(ValueError, match="engine openvino runs on device cpu only"):
+        derive_plan("openvino", "float32", "cuda", "bfloat16")
+    with pytest.raises(ValueError, match="engine openvino computes in float32 or int8, not bfloat16"):
+        derive_plan("openvino", "bfloat16", "cpu", "int8")
 
 
 def test_settings_default_to_auto_and_reach_the_predictor(tmp_path: Path) -> None:

@@ -54,7 +54,10 @@ class PreparedEncoder(nn.Module):
 
 
 def build_encoder(encoder: ImageEncoderViT, plan: EnginePlan) -> PreparedEncoder:
-    """Prepare `encoder` (in place) for `plan` and move it to the plan's device."""
+    """Prepare `encoder` (in place) for `plan` and move it to the plan's device (torch and fused engines; the
+    openvino engine is `openvino_encoder.build_openvino_encoder`)."""
+    if plan.engine == "openvino":
+        raise ValueError("build_encoder prepares the torch and fused engines; openvino: build_openvino_encoder")
     encoder = encoder.eval()
     if plan.engine == "fused":
         device_type = torch.device(plan.device).type

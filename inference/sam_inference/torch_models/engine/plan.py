@@ -17,19 +17,20 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-Engine = Literal["torch", "fused"]
-EngineChoice = Literal["auto", "torch", "fused"]
+Engine = Literal["torch", "fused", "openvino"]
+EngineChoice = Literal["auto", "torch", "fused", "openvino"]
 Precision = Literal["float32", "bfloat16", "float16", "int8"]
 PrecisionChoice = Literal["auto", "float32", "bfloat16", "float16", "int8"]
 
-ENGINES: tuple[EngineChoice, ...] = ("auto", "torch", "fused")
+ENGINES: tuple[EngineChoice, ...] = ("auto", "torch", "fused", "openvino")
 PRECISIONS: tuple[PrecisionChoice, ...] = ("auto", "float32", "bfloat16", "float16", "int8")
 
 
 @dataclass(frozen=True)
 class EnginePlan:
-    """A resolved choice: `engine` is `torch` (upstream modules) or `fused` (SDPA attention, blockwise
-    rel-pos); `precision` is the compute precision of the encoder (the embedding is float32 either way)."""
+    """A resolved choice: `engine` is `torch` (upstream modules), `fused` (SDPA attention, blockwise rel-pos) or
+    `openvino` (the encoder converted to OpenVINO, CPU); `precision` is the compute precision of the encoder (the
+    embedding is float32 either way)."""
 
     engine: Engine
     precision: Precision
@@ -96,6 +97,11 @@ def derive_plan(engine: EngineChoice, precision: PrecisionChoice, device: str, a
         raise ValueError("precision float16 needs device cuda (use bfloat16, int8 or float32 on cpu)")
     if chosen == "int8" and device != "cpu":
         raise ValueError("precision int8 (dynamic int8 Linear layers) runs on device cpu only")
+    if engine == "openvino":
+        if device != "cpu":
+            raise ValueError("engine openvino runs on device cpu only (use auto, torch or fused on cuda)")
+        if chosen not in ("float32", "int8"):
+            raise ValueError(f"engine openvino computes in float32 or int8, not {chosen}")
     return EnginePlan(engine="fused" if engine == "auto" else engine, precision=chosen, device=device)
 
 
@@ -113,5 +119,8 @@ def resolve_plan(engine: EngineChoice, precision: PrecisionChoice, device: str) 
 
         auto = derive_cuda_precision(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     else:
-        auto = derive_cpu_precision(cpu_features(), int8_kernels_available()) if precision == "auto" else "float32"
+        int8_kernels = engine == "openvino" or int8_kernels_available()
+        auto = derive_cpu_precision(cpu_features(), int8_kernels) if precision == "auto" else "float32"
+        if engine == "openvino" and auto == "bfloat16":
+            auto = "float32"  # OpenVINO's CPU plugin picks bf16 itself where the CPU has it (its own hint)
     return derive_plan(engine, precision, device, auto)

@@ -260,7 +260,7 @@ def main() -> None:
     parser.add_argument("--variant", default="vit_tiny", choices=["vit_tiny", "vit_b", "vit_l", "vit_h"])
     parser.add_argument("--checkpoint", help="checkpoint file (default: random weights written to a temp dir)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--engine", default="auto", choices=["auto", "torch", "fused"])
+    parser.add_argument("--engine", default="auto", choices=["auto", "torch", "fused", "openvino"])
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16", "int8"])
     parser.add_argument("--max-batch-size", type=int, default=4)
     parser.add_argument("--baseline-workers", type=int, default=1)

@@ -145,6 +145,10 @@ def test_openvino_keeps_its_prepared_encoder_beside_the_checkpoint_and_reads_it_
     stored = sorted(p.name for p in (tmp_path / "openvino").iterdir())
     assert len(stored) == 2 and {Path(n).suffix for n in stored} == {".xml", ".bin"}, stored
     expected = _embed(first, scenes[0])
+    # A micro-batch runs image by image (static shapes) and gives each image's own embedding.
+    pair = first.embed_batch([first.preprocess(scenes[0].image), first.preprocess(scenes[1].image)])
+    np.testing.assert_array_equal(pair[0].image_embed, expected)
+    np.testing.assert_array_equal(pair[1].image_embed, _embed(first, scenes[1]))
     second = SamEncoderPredictor("vit_tiny", checkpoint, device="cpu", precision="int8", engine="openvino")
     calls: list[object] = []
     from sam_inference.torch_models.engine import openvino_encoder

@@ -8,7 +8,7 @@
 Converting ViT-B takes one to two minutes on 2 cores and quantizing a few more, so the prepared model is kept as
 OpenVINO IR (`.xml` + `.bin`) in `cache_dir`, keyed by the checkpoint file (path, size, mtime) and the versions of
 openvino and nncf: a restart or a wake from zero reads it back in seconds. Like `Sam.image_encoder` it takes SAM's
-normalised, padded NCHW float32 batch (any batch size) and returns float32 (B, 256, 64, 64).
+normalised, padded NCHW float32 batch (any batch size, run image by image) and returns float32 (B, 256, 64, 64).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from .plan import EnginePlan
 log = logging.getLogger(__name__)
 
 CALIBRATION_IMAGES = 12
+# Bumped when what `prepare_model` makes changes (shapes, quantization settings): an older cached IR is not reused.
+IR_FORMAT = "2"
 # The traced names of upstream's `(q * scale) @ k.transpose(-2, -1)` and `attn @ v` (not the Linear layers, whose
 # names end in aten::linear/MatMul).
 ATTENTION_MATMULS = r".*\.attn/aten::matmul/MatMul.*"
@@ -46,13 +48,15 @@ def ir_cache_key(checkpoint: Path, variant: str, precision: str) -> str:
     import openvino
 
     stat = checkpoint.stat()
-    parts = [str(checkpoint.resolve()), str(stat.st_size), str(stat.st_mtime_ns), variant, precision]
+    parts = [IR_FORMAT, str(checkpoint.resolve()), str(stat.st_size), str(stat.st_mtime_ns), variant, precision]
     parts += [openvino.__version__, nncf.__version__]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
 
 def convert(encoder: ImageEncoderViT) -> Any:
-    """The encoder as an OpenVINO model with a dynamic batch dimension."""
+    """The encoder as an OpenVINO model for one 1024x1024 image (static shapes: OpenVINO materialises each global
+    block's attention, so a batch of B costs B times the memory, ~2 GB per image for ViT-B, and ran slower per
+    image than B single calls; `OpenVinoEncoder` runs a batch image by image)."""
     import openvino
 
     example = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
@@ -62,7 +66,7 @@ def convert(encoder: ImageEncoderViT) -> Any:
         warnings.simplefilter("ignore", torch.jit._trace.TracerWarning)
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace_method's deprecation, inside openvino
         return openvino.convert_model(
-            encoder.eval(), example_input=example, input=[openvino.PartialShape([-1, 3, INPUT_SIZE, INPUT_SIZE])]
+            encoder.eval(), example_input=example, input=[openvino.PartialShape([1, 3, INPUT_SIZE, INPUT_SIZE])]
         )
 
 
@@ -138,8 +142,12 @@ class OpenVinoEncoder:
         self._request = self._compiled.create_infer_request()
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        self._request.infer({0: images.detach().to("cpu", torch.float32).contiguous().numpy()})
-        return torch.from_numpy(np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True))
+        batch = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        outputs = []
+        for index in range(batch.shape[0]):  # one image per call (see `convert`)
+            self._request.infer({0: batch[index : index + 1]})
+            outputs.append(np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True))
+        return torch.from_numpy(np.concatenate(outputs))
 
 
 def build_openvino_encoder(

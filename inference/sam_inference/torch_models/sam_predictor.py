@@ -118,10 +118,17 @@ class SamEncoderPredictor(TorchPredictorBase):
         )
 
     def _encoder_input(self, image: np.ndarray) -> np.ndarray:
-        """An HxWx3 uint8 image as the encoder's input, exactly as `embed_batch` makes it."""
-        resized = torch.as_tensor(self.preprocess(image).data).permute(2, 0, 1).contiguous()[None]
+        """An HxWx3 uint8 image as the encoder's input, exactly as `embed_batch` makes it (calibration)."""
         with torch.inference_mode():
-            return np.asarray(self.model.preprocess(resized.to(self.device)).cpu().numpy(), dtype=np.float32)
+            return np.asarray(self._input_tensor(self.preprocess(image)).cpu().numpy(), dtype=np.float32)
+
+    def _input_tensor(self, item: PreparedImage) -> torch.Tensor:
+        """SamPredictor.set_image's tensor: HWC→NCHW on the device, then `Sam.preprocess` (normalise, pad)."""
+        host = torch.as_tensor(item.data)
+        if self.device.type == "cuda":  # pinned, so the copy is a DMA that overlaps the queue's other work
+            host = host.pin_memory()
+        image = host.to(self.device, non_blocking=True).permute(2, 0, 1).contiguous()[None, :, :, :]
+        return torch.as_tensor(self.model.preprocess(image))
 
     def warm_up(self) -> None:
         black = np.zeros((600, 800, 3), dtype=np.uint8)
@@ -138,17 +145,9 @@ class SamEncoderPredictor(TorchPredictorBase):
 
     @torch.inference_mode()
     def embed_batch(self, batch: Sequence[PreparedImage]) -> list[ImageFeatures]:
-        model = self.model
         if self._encoder is None:
             raise RuntimeError("model is not loaded")
-        tensors = []
-        for item in batch:
-            host = torch.as_tensor(item.data)
-            if self.device.type == "cuda":  # pinned, so the copy is a DMA that overlaps the queue's other work
-                host = host.pin_memory()
-            image = host.to(self.device, non_blocking=True).permute(2, 0, 1).contiguous()[None, :, :, :]
-            tensors.append(model.preprocess(image))
-        features = self._encoder(torch.cat(tensors, dim=0))
+        features = self._encoder(torch.cat([self._input_tensor(item) for item in batch], dim=0))
         out = features.float().cpu().numpy()
         return [ImageFeatures(np.ascontiguousarray(out[i : i + 1], dtype=np.float32)) for i in range(out.shape[0])]
 

@@ -38,11 +38,14 @@ from unit.inference.scenes import make_scene  # noqa: E402
 REFERENCE = "torch/float32"
 
 
-def scene_input(sam: Sam, seed: int, device: str, batch: int = 1) -> torch.Tensor:
-    image = make_scene(seed, 1280, 720).image
+def image_input(sam: Sam, image: np.ndarray, device: str) -> torch.Tensor:
+    """SamPredictor.set_image's tensor for an HxWx3 uint8 image (resize, NCHW, normalise, pad)."""
     resized = ResizeLongestSide(1024).apply_image(image)
-    tensor = torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None].to(device)
-    return torch.cat([sam.preprocess(tensor)] * batch)
+    return sam.preprocess(torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None].to(device))
+
+
+def scene_input(sam: Sam, seed: int, device: str, batch: int = 1) -> torch.Tensor:
+    return torch.cat([image_input(sam, make_scene(seed, 1280, 720).image, device)] * batch)
 
 
 def plan_for(path: str, device: str) -> EnginePlan:
@@ -56,12 +59,10 @@ def prepare(sam: Sam, plan: EnginePlan, device: str) -> Any:
     """The encoder `plan` runs; openvino paths are converted (and quantized) here, their time printed."""
     if plan.engine != "openvino":
         return build_encoder(copy.deepcopy(sam.image_encoder), plan)
-    transform = ResizeLongestSide(1024)
 
     def encoder_input(image: np.ndarray) -> np.ndarray:
-        tensor = torch.as_tensor(transform.apply_image(image)).permute(2, 0, 1).contiguous()[None].to(device)
         with torch.inference_mode():
-            return np.asarray(sam.preprocess(tensor).cpu().numpy(), dtype=np.float32)
+            return np.asarray(image_input(sam, image, device).cpu().numpy(), dtype=np.float32)
 
     started = time.perf_counter()
     encoder = build_openvino_encoder(copy.deepcopy(sam.image_encoder), plan, encoder_input)

@@ -1,9 +1,10 @@
 """SAM's prompt encoder + mask decoder in onnxruntime, for masks mode on the CPU.
 
-The decoder is exported from the loaded model at start-up (in memory, a few seconds) as upstream's
-`SamOnnxModel` without its upsampling: it returns the best mask's 256x256 logits and its predicted IoU;
-`mask_upsampling` makes the frame's mask. onnxruntime runs this graph about twice as fast as eager PyTorch
-on a 2-core CPU (its graph optimiser removes the transposes and copies around every attention).
+The decoder is exported from the loaded model at start-up (in memory, a few seconds) as
+`lean_mask_decoder.LeanLowResDecoder`: upstream's `SamOnnxModel` without its upsampling, rewritten for fewer
+FLOPs (cross attention in low-rank form, channel-last upscaling). It returns the best mask's 256x256 logits and
+its predicted IoU; `mask_upsampling` makes the frame's mask. Two graphs are exported, with and without the
+low-rank attention, and each call runs the one with fewer FLOPs for its number of points.
 
 Prompts follow `SamPredictor.predict` exactly: clicks in the resized frame's coordinates, then the box as
 two points labelled 2 and 3; without a box a padding point labelled -1 (what `PromptEncoder` appends).
@@ -21,49 +22,22 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from segment_anything.modeling import Sam
-from segment_anything.utils.onnx import SamOnnxModel
 
 from .export import DEFAULT_OPSET, dummy_inputs
+from .lean_mask_decoder import LeanLowResDecoder, low_rank_max_points
 
 INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 NO_MASK = np.zeros((1, 1, 256, 256), dtype=np.float32)
 
 
-class LowResSamOnnxModel(SamOnnxModel):  # type: ignore[misc]
-    """`SamOnnxModel` stopping at the selected low-res mask: (iou_predictions [1,1], low_res_masks [1,1,256,256])."""
-
-    def __init__(self, model: Sam) -> None:
-        super().__init__(model, return_single_mask=True)
-
-    @torch.no_grad()
-    def forward(  # type: ignore[override]
-        self,
-        image_embeddings: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        mask_input: torch.Tensor,
-        has_mask_input: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        sparse = self._embed_points(point_coords, point_labels)
-        dense = self._embed_masks(mask_input, has_mask_input)
-        masks, scores = self.model.mask_decoder.predict_masks(
-            image_embeddings=image_embeddings,
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-        )
-        masks, scores = self.select_masks(masks, scores, point_coords.shape[1])
-        return scores, masks
-
-
-def export_low_res_decoder(model: Sam, opset: int = DEFAULT_OPSET) -> bytes:
-    """The ONNX bytes of `LowResSamOnnxModel(model)` (number of points dynamic)."""
+def export_low_res_decoder(model: Sam, low_rank: bool = True, opset: int = DEFAULT_OPSET) -> bytes:
+    """The ONNX bytes of `LeanLowResDecoder(model, low_rank)` (number of points dynamic)."""
     example = dummy_inputs()
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's tracer and deprecation warnings
         torch.onnx.export(
-            LowResSamOnnxModel(model).cpu().eval(),
+            LeanLowResDecoder(model, low_rank).cpu().eval(),
             tuple(example[name] for name in INPUTS),
             buffer,  # type: ignore[arg-type]  # the TorchScript exporter (dynamo=False) writes to file objects
             opset_version=opset,
@@ -85,7 +59,13 @@ class OnnxLowResDecoder:
         options.inter_op_num_threads = 1
         # No busy-waiting between calls: the encoder's threads share these cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(export_low_res_decoder(model), options, providers=["CPUExecutionProvider"])
+        self._sessions = {
+            low_rank: ort.InferenceSession(
+                export_low_res_decoder(model, low_rank), options, providers=["CPUExecutionProvider"]
+            )
+            for low_rank in (True, False)
+        }
+        self._low_rank_max_points = low_rank_max_points(model)
 
     def __call__(
         self,
@@ -102,7 +82,8 @@ class OnnxLowResDecoder:
             "mask_input": NO_MASK if mask_input is None else np.asarray(mask_input, dtype=np.float32)[None],
             "has_mask_input": np.array([0.0 if mask_input is None else 1.0], dtype=np.float32),
         }
-        scores, low_res = self._session.run(None, feeds)
+        session = self._sessions[len(coords) <= self._low_rank_max_points]
+        scores, low_res = session.run(None, feeds)
         return float(scores[0, 0]), np.ascontiguousarray(low_res[0], dtype=np.float32)
 
 

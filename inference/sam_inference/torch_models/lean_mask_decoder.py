@@ -1,0 +1,196 @@
+"""SAM's mask decoder (prompt → low-res mask) rewritten for fewer FLOPs and no layout shuffles: the same function.
+
+Two exact rewrites of upstream's `MaskDecoder.predict_masks` (segment_anything/modeling/mask_decoder.py and
+transformer.py), which the onnxruntime decoder (`onnx_decoder.py`) exports instead of the original:
+
+- **Cross attention in low-rank form.** Upstream projects all N = 4096 image tokens in each of its five cross
+  attentions (k and v for tokens→image, q and out for image→tokens): 2·N·256·128 FLOPs per projection, most of
+  the decoder's 3.7 GFLOP. There are only T prompt/output tokens (5 + clicks + 1), so the same products can be
+  taken the other way round. Tokens→image: scores = (q W_q^h... folded into) (q_h W_k^h) k^T, the k bias dropped
+  (a constant along the softmax axis), and output = (A v) W_v^T + b_v (each row of A sums to 1).
+  Image→tokens: scores = q (W_q^h)^T k_h^T + b_q^h k_h^T, output = Σ_h A_h (v_h W_o^h) + b_o. Each costs
+  4·N·256·H·T instead of 4·N·256·128: fewer FLOPs while H·T < 128, i.e. up to about 10 clicks.
+- **Channel-last upscaling.** The two stride-2 2x2 transposed convolutions are per-pixel matrix products, and
+  `LayerNorm2d` is a layer norm over channels; kept in the transformer's token layout (N x C) they run as plain
+  MatMul and LayerNormalization, with one permutation at the end, of the single selected mask only.
+
+The selected mask follows `SamOnnxModel.select_masks` (upstream's export): the best-scored of the three multimask
+outputs at up to two prompt tokens, mask 0 otherwise; picked from the IoU head before the mask is computed.
+Equality with upstream within float rounding: tests/unit/inference/test_lean_mask_decoder.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import Sam
+from segment_anything.modeling.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
+from torch import Tensor, nn
+
+
+def _per_head(weight: Tensor, heads: int) -> Tensor:
+    """A projection weight (D, C) as (heads, D / heads, C)."""
+    rows, columns = weight.shape
+    return weight.reshape(heads, rows // heads, columns)
+
+
+def tokens_to_image(attention: Attention, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """`attention(q=tokens (B,T,C), k=image (B,N,C), v=image)` without projecting the N image tokens."""
+    batch, tokens, channels = q.shape
+    heads = attention.num_heads
+    q_heads = attention.q_proj(q).reshape(batch, tokens, heads, -1).transpose(1, 2)  # B,H,T,d
+    head_dim = q_heads.shape[-1]
+    folded = torch.matmul(q_heads, _per_head(attention.k_proj.weight, heads)).reshape(batch, heads * tokens, channels)
+    scores = torch.matmul(folded, k.transpose(1, 2)) / math.sqrt(head_dim)  # B,HT,N
+    mixed = torch.matmul(torch.softmax(scores, dim=-1), v).reshape(batch, heads, tokens, channels)
+    values = torch.matmul(mixed, _per_head(attention.v_proj.weight, heads).transpose(1, 2))  # B,H,T,d
+    values = values + attention.v_proj.bias.reshape(heads, 1, head_dim)
+    return attention.out_proj(values.transpose(1, 2).reshape(batch, tokens, heads * head_dim))  # type: ignore[no-any-return]
+
+
+def image_to_tokens(attention: Attention, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """`attention(q=image (B,N,C), k=tokens (B,T,C), v=tokens)` without projecting the N image tokens."""
+    batch, pixels, channels = q.shape
+    tokens = k.shape[1]
+    heads = attention.num_heads
+    k_heads = attention.k_proj(k).reshape(batch, tokens, heads, -1).transpose(1, 2)  # B,H,T,d
+    v_heads = attention.v_proj(v).reshape(batch, tokens, heads, -1).transpose(1, 2)
+    head_dim = k_heads.shape[-1]
+    folded = torch.matmul(k_heads, _per_head(attention.q_proj.weight, heads)).reshape(batch, heads * tokens, channels)
+    bias = torch.matmul(k_heads, attention.q_proj.bias.reshape(heads, head_dim, 1)).reshape(batch, 1, heads * tokens)
+    scores = (torch.matmul(q, folded.transpose(1, 2)) + bias) / math.sqrt(head_dim)  # B,N,HT
+    weights = torch.softmax(scores.reshape(batch, pixels, heads, tokens), dim=-1).reshape(batch, pixels, -1)
+    out_weight = attention.out_proj.weight.reshape(channels, heads, head_dim).permute(1, 2, 0)  # H,d,C
+    projected = torch.matmul(v_heads, out_weight).reshape(batch, heads * tokens, channels)  # B,HT,C
+    return torch.matmul(weights, projected) + attention.out_proj.bias  # type: ignore[no-any-return]
+
+
+def _block(
+    block: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
+) -> tuple[Tensor, Tensor]:
+    """`TwoWayAttentionBlock.forward` with both cross attentions in low-rank form."""
+    if block.skip_first_layer_pe:
+        queries = block.self_attn(q=queries, k=queries, v=queries)
+    else:
+        q = queries + query_pe
+        queries = queries + block.self_attn(q=q, k=q, v=queries)
+    queries = block.norm1(queries)
+    positioned = keys + key_pe
+    queries = block.norm2(
+        queries + tokens_to_image(block.cross_attn_token_to_image, queries + query_pe, positioned, keys)
+    )
+    queries = block.norm3(queries + block.mlp(queries))
+    keys = block.norm4(keys + image_to_tokens(block.cross_attn_image_to_token, positioned, queries + query_pe, queries))
+    return queries, keys
+
+
+def two_way_transformer(
+    transformer: TwoWayTransformer, keys: Tensor, key_pe: Tensor, point_embedding: Tensor, low_rank: bool
+) -> tuple[Tensor, Tensor]:
+    """`TwoWayTransformer.forward` on image tokens already in (B, N, C) layout; `low_rank`: the cross attentions
+    in low-rank form, else upstream's own blocks."""
+    queries = point_embedding
+    for block in transformer.layers:
+        if low_rank:
+            queries, keys = _block(block, queries, keys, point_embedding, key_pe)
+        else:
+            queries, keys = block(queries=queries, keys=keys, query_pe=point_embedding, key_pe=key_pe)
+    final = tokens_to_image if low_rank else _upstream_attention
+    attended = final(transformer.final_attn_token_to_image, queries + point_embedding, keys + key_pe, keys)
+    return transformer.norm_final_attn(queries + attended), keys
+
+
+def _upstream_attention(attention: Attention, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    return attention(q=q, k=k, v=v)  # type: ignore[no-any-return]
+
+
+def low_rank_max_points(model: Sam) -> int:
+    """The most prompt points (padding and box corners included) at which the low-rank form takes fewer FLOPs:
+    heads x tokens <= the attention's internal dim (11 for SAM: 8 x (5 + 11) = 128)."""
+    attention = model.mask_decoder.transformer.final_attn_token_to_image
+    return int(attention.internal_dim // attention.num_heads - 1 - model.mask_decoder.num_mask_tokens)
+
+
+def _pixelwise_transposed_conv(x: Tensor, conv: nn.ConvTranspose2d) -> Tensor:
+    """A stride-2 2x2 `ConvTranspose2d` on channel-last pixels (..., C_in) → (..., 4, C_out), the 4 being the
+    output pixel's (row, column) offset within its 2x2 cell."""
+    c_in, c_out = (int(size) for size in conv.weight.shape[:2])  # Python ints: constants in the exported graph
+    weight = conv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out)
+    # One 2-D product (onnxruntime runs a 3-D one as many small ones).
+    out = torch.matmul(x.reshape(-1, c_in), weight).reshape(*x.shape[:-1], 4, c_out)
+    return out + conv.bias  # type: ignore[operator]
+
+
+class LeanLowResDecoder(nn.Module):
+    """Prompt encoder + mask decoder of `model`, from upstream export's inputs to (iou_predictions [1,1],
+    low_res_masks [1,1,256,256]) of the selected mask (see the module docstring); `low_rank` as in
+    `two_way_transformer` (a graph is exported for each: `low_rank_max_points` says which one pays)."""
+
+    def __init__(self, model: Sam, low_rank: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.low_rank = low_rank
+        upscaling = model.mask_decoder.output_upscaling
+        if not (isinstance(upscaling[0], nn.ConvTranspose2d) and isinstance(upscaling[3], nn.ConvTranspose2d)):
+            raise TypeError("unexpected output_upscaling: expected SAM's ConvTranspose2d, LayerNorm2d, GELU x2")
+        with torch.no_grad():  # a constant of the model: the positional encoding of every image token
+            pe = model.prompt_encoder.get_dense_pe()
+        self.key_pe: Tensor
+        self.register_buffer("key_pe", pe.flatten(2).transpose(1, 2).contiguous(), persistent=False)
+        self.grid = int(pe.shape[-1])  # 64 image tokens a side
+        self.upscaled_channels = int(upscaling[1].weight.shape[0])
+
+    def _embed_points(self, coords: Tensor, labels: Tensor) -> Tensor:
+        """`SamOnnxModel._embed_points`: padding points (label -1) get `not_a_point_embed`."""
+        encoder = self.model.prompt_encoder
+        embedding = encoder.pe_layer._pe_encoding((coords + 0.5) / self.model.image_encoder.img_size)
+        kinds = labels.unsqueeze(-1).expand_as(embedding)
+        embedding = embedding * (kinds != -1) + encoder.not_a_point_embed.weight * (kinds == -1)
+        for index in range(encoder.num_point_embeddings):
+            embedding = embedding + encoder.point_embeddings[index].weight * (kinds == index)
+        return embedding  # type: ignore[no-any-return]
+
+    def _dense_tokens(self, mask_input: Tensor, has_mask_input: Tensor) -> Tensor:
+        """`SamOnnxModel._embed_masks` as (1, N, C): the last 1x1 convolution done on channel-last pixels."""
+        downscaling = self.model.prompt_encoder.mask_downscaling
+        hidden = downscaling[:-1](mask_input).flatten(2).transpose(1, 2)  # 1,N,16
+        last = downscaling[-1]
+        masked = F.linear(hidden, last.weight.flatten(1), last.bias)
+        no_mask = self.model.prompt_encoder.no_mask_embed.weight
+        return has_mask_input * masked + (1 - has_mask_input) * no_mask  # type: ignore[no-any-return]
+
+    @torch.no_grad()
+    def forward(
+        self,
+        image_embeddings: Tensor,
+        point_coords: Tensor,
+        point_labels: Tensor,
+        mask_input: Tensor,
+        has_mask_input: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        decoder = self.model.mask_decoder
+        sparse = self._embed_points(point_coords, point_labels)
+        output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0).unsqueeze(0)
+        tokens = torch.cat((output_tokens, sparse), dim=1)
+        keys = image_embeddings.flatten(2).transpose(1, 2) + self._dense_tokens(mask_input, has_mask_input)
+        hs, keys = two_way_transformer(decoder.transformer, keys, self.key_pe, tokens, self.low_rank)
+        scores = decoder.iou_prediction_head(hs[:, 0, :])  # 1, num_mask_tokens
+        # SamOnnxModel.select_masks: mask 0 wins by 1000 above two prompt tokens, loses by 1000 at up to two.
+        reweight = torch.zeros_like(scores)
+        reweight[:, 0] = 1000.0
+        best = torch.argmax(scores + (point_coords.shape[1] - 2.5) * reweight, dim=1)
+        hyper = torch.cat([mlp(hs[:, 1 + i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)])
+        hyper = torch.index_select(hyper, 0, best)  # 1,32: the selected mask token's hypernetwork output
+        upscaling = decoder.output_upscaling
+        first = _pixelwise_transposed_conv(keys[0], upscaling[0])  # N,4,64
+        norm = upscaling[1]
+        first = upscaling[2](F.layer_norm(first, (self.upscaled_channels,), norm.weight, norm.bias, norm.eps))
+        second = upscaling[4](_pixelwise_transposed_conv(first, upscaling[3]))  # N,4,4,32
+        side = self.grid
+        logits = torch.matmul(second.reshape(-1, second.shape[-1]), hyper.t())  # a 2-D product, as above
+        logits = logits.reshape(side, side, 2, 2, 2, 2)  # i, j, a, b, c, d
+        # Row 4i + 2a + c, column 4j + 2b + d (the first convolution's offset, then the second's).
+        mask = logits.permute(0, 2, 4, 1, 3, 5).reshape(1, 1, 4 * side, 4 * side)
+        return torch.gather(scores, 1, best[:, None]), mask

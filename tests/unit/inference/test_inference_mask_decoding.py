@@ -84,6 +84,8 @@ PROMPTS = [
     Prompts(points=((300.0, 200.0), (500.0, 100.0)), labels=(1, 0)),  # single mask
     Prompts(box=(120.0, 80.0, 420.0, 330.0)),  # a box alone: multimask
     Prompts(points=((250.0, 210.0),), labels=(1,), box=(120.0, 80.0, 420.0, 330.0)),
+    # 12 clicks + padding: more points than the low-rank graph pays for, so the other graph answers.
+    Prompts(points=tuple((200.0 + 15 * i, 150.0 + 10 * i) for i in range(12)), labels=(1,) * 11 + (0,)),
 ]
 
 

@@ -26,7 +26,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from ..predictor import EMBEDDING_SHAPE, LOW_RES_SHAPE, Embedding, ImageFeatures, MaskResult, PreparedImage, Prompts
 from .devices import check_device
 from .engine.encoder import build_encoder
-from .engine.openvino_encoder import build_openvino_encoder, ir_cache_key
+from .engine.openvino_encoder import OpenVinoEncoder, ReleasedImageEncoder, build_openvino_encoder, ir_cache_key
 from .engine.plan import EngineChoice, EnginePlan, PrecisionChoice, resolve_plan
 from .mask_upsampling import axis_map, upsample_mask
 from .model import load_sam
@@ -91,10 +91,13 @@ class SamEncoderPredictor(TorchPredictorBase):
                 return
             check_device(self.device_name)
             plan = resolve_plan(self.engine, self.precision, self.device_name)
+            owned = self._model is None  # a model given in memory stays the caller's, whole
             if self._model is None:
                 self._model = load_sam(self.variant, self.checkpoint)
             self._model = self._model.to(self.device).eval()
             self._encoder = self._build_encoder(self._model, plan)
+            if owned and isinstance(self._encoder, OpenVinoEncoder) and self._encoder.standalone:
+                self._model.image_encoder = ReleasedImageEncoder(self._model.image_encoder.img_size)
             with torch.inference_mode():  # a constant of the model: upstream recomputes it (sin/cos) per click
                 self._dense_pe = self._model.prompt_encoder.get_dense_pe()
             if resolve_mask_decoder(self.mask_decoder, self.device.type) == "onnxruntime":

@@ -69,6 +69,12 @@ def serve_gateway(port: int, encoder: str, token: str | None) -> None:
             "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]},
         }
     )
+    try:  # as `sam-gateway` does at its start (an older sam_gateway on PYTHONPATH has no allocator module)
+        from sam_gateway.allocator import tune_malloc
+    except ImportError:
+        print("sam_gateway without allocator.tune_malloc: glibc's default malloc thresholds", file=sys.stderr)
+    else:
+        tune_malloc()
     web.run_app(create_app(settings, catalog), host="127.0.0.1", port=port, access_log=None, print=None)
 
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from sam_contract import logs
 
+from sam_gateway.allocator import tune_malloc
 from sam_gateway.app import attach_activator, create_app, notify_changed
 from sam_gateway.scaler import KubeScaler
 from sam_gateway.settings import GatewaySettings
@@ -43,8 +44,10 @@ def main() -> None:
     """Run the gateway until SIGINT/SIGTERM."""
     settings = GatewaySettings()
     configure_logging(settings)
+    tuned = tune_malloc()
     logging.getLogger(__name__).info(
-        "Starting gateway", extra={"port": settings.port, "namespaces": settings.namespaces or "all"}
+        "Starting gateway",
+        extra={"port": settings.port, "namespaces": settings.namespaces or "all", "malloc_tuned": tuned},
     )
     web.run_app(build_app(settings), host=settings.host, port=settings.port, access_log=None, print=None)
 

@@ -6,10 +6,11 @@ transformer.py), which the onnxruntime decoder (`onnx_decoder.py`) exports inste
 - **Cross attention in low-rank form.** Upstream projects all N = 4096 image tokens in each of its five cross
   attentions (k and v for tokens→image, q and out for image→tokens): 2·N·256·128 FLOPs per projection, most of
   the decoder's 3.7 GFLOP. There are only T prompt/output tokens (5 + clicks + 1), so the same products can be
-  taken the other way round. Tokens→image: scores = (q W_q^h... folded into) (q_h W_k^h) k^T, the k bias dropped
-  (a constant along the softmax axis), and output = (A v) W_v^T + b_v (each row of A sums to 1).
-  Image→tokens: scores = q (W_q^h)^T k_h^T + b_q^h k_h^T, output = Σ_h A_h (v_h W_o^h) + b_o. Each costs
-  4·N·256·H·T instead of 4·N·256·128: fewer FLOPs while H·T < 128, i.e. up to about 10 clicks.
+  taken the other way round, per head h with the tokens' projections q_h, k_h, v_h. Tokens→image: scores =
+  (q_h W_k^h) k^T, the k bias dropped (a constant along the softmax axis), and output = (A v) W_v^hT + b_v^h
+  (each row of A sums to 1). Image→tokens: scores = q (k_h W_q^h)^T + k_h·b_q^h, output = Σ_h A_h (v_h W_o^hT)
+  + b_o. Each costs 4·N·256·H·T instead of 4·N·256·128: fewer FLOPs while H·T <= 128, i.e. up to 11 prompt
+  points (padding and box corners included); a prompt with more runs a graph with upstream's attention.
 - **Channel-last upscaling.** The two stride-2 2x2 transposed convolutions are per-pixel matrix products, and
   `LayerNorm2d` is a layer norm over channels; kept in the transformer's token layout (N x C) they run as plain
   MatMul and LayerNormalization, with one permutation at the end, of the single selected mask only.

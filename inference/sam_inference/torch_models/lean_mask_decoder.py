@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from segment_anything.modeling.transformer import Attention, TwoWayAttentionBlock, TwoWayTransformer
+from segment_anything.utils.onnx import SamOnnxModel
 from torch import Tensor, nn
 
 
@@ -124,14 +125,13 @@ def _pixelwise_transposed_conv(x: Tensor, conv: nn.ConvTranspose2d) -> Tensor:
     return out + conv.bias  # type: ignore[operator]
 
 
-class LeanLowResDecoder(nn.Module):
+class LeanLowResDecoder(SamOnnxModel):  # type: ignore[misc]
     """Prompt encoder + mask decoder of `model`, from upstream export's inputs to (iou_predictions [1,1],
     low_res_masks [1,1,256,256]) of the selected mask (see the module docstring); `low_rank` as in
     `two_way_transformer` (a graph is exported for each: `low_rank_max_points` says which one pays)."""
 
     def __init__(self, model: Sam, low_rank: bool = True) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model, return_single_mask=True)  # upstream's `_embed_points` is used as it is
         self.low_rank = low_rank
         upscaling = model.mask_decoder.output_upscaling
         if not (isinstance(upscaling[0], nn.ConvTranspose2d) and isinstance(upscaling[3], nn.ConvTranspose2d)):
@@ -142,16 +142,6 @@ class LeanLowResDecoder(nn.Module):
         self.register_buffer("key_pe", pe.flatten(2).transpose(1, 2).contiguous(), persistent=False)
         self.grid = int(pe.shape[-1])  # 64 image tokens a side
         self.upscaled_channels = int(upscaling[1].weight.shape[0])
-
-    def _embed_points(self, coords: Tensor, labels: Tensor) -> Tensor:
-        """`SamOnnxModel._embed_points`: padding points (label -1) get `not_a_point_embed`."""
-        encoder = self.model.prompt_encoder
-        embedding = encoder.pe_layer._pe_encoding((coords + 0.5) / self.model.image_encoder.img_size)
-        kinds = labels.unsqueeze(-1).expand_as(embedding)
-        embedding = embedding * (kinds != -1) + encoder.not_a_point_embed.weight * (kinds == -1)
-        for index in range(encoder.num_point_embeddings):
-            embedding = embedding + encoder.point_embeddings[index].weight * (kinds == index)
-        return embedding  # type: ignore[no-any-return]
 
     def _dense_tokens(self, mask_input: Tensor, has_mask_input: Tensor) -> Tensor:
         """`SamOnnxModel._embed_masks` as (1, N, C): the last 1x1 convolution done on channel-last pixels."""

@@ -3,7 +3,9 @@
 # the Debian node rootfs, kind's own base files from its Go module, Debian's containerd/runc/CNI plugins, the
 # kubelet/kubeadm/kubectl that hack/build-tools.sh built, and every image the cluster runs pre-imported into
 # containerd: control plane, etcd, kube-proxy, CoreDNS, pause (from Kubernetes' pause.c), the volume provisioner,
-# busybox. Idempotent: kept while $NODE_IMAGE exists (podman rmi it to rebuild).
+# busybox. Idempotent: kept while $NODE_IMAGE exists (podman rmi it to rebuild). Nothing here uses the network
+(--network none): a podman bridge would make netavark turn on the host's IP forwarding before kind-up records
+the host's state.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 KIND_LOG_TAG=node-image
@@ -25,7 +27,7 @@ one_binary_image() { # image binary base
     printf 'COPY %s /usr/local/bin/%s\n' "$2" "$2"
     printf 'ENTRYPOINT ["/usr/local/bin/%s"]\n' "$2"
   } >"$d/Dockerfile"
-  quiet "$LOGS/build-$2.log" podman build -t "$1" "$d"
+  quiet "$LOGS/build-$2.log" podman build --network none -t "$1" "$d"
 }
 kind_log "control-plane, etcd, CoreDNS and volume-provisioner images from the binaries in $B"
 one_binary_image "registry.k8s.io/kube-apiserver:$K8S_VERSION" kube-apiserver scratch
@@ -41,7 +43,7 @@ K8S_SRC=$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION
 d=$W/img-pause; mkdir -p "$d"; cp "$K8S_SRC/build/pause/linux/pause.c" "$d/pause.c"; chmod u+w "$d/pause.c"
 gcc -Os -Wall -Werror -static -DVERSION=v3.10.1 -o "$d/pause" "$d/pause.c"
 printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$d/Dockerfile"
-quiet "$LOGS/build-pause.log" podman build -t "$PAUSE_IMAGE" "$d"
+quiet "$LOGS/build-pause.log" podman build --network none -t "$PAUSE_IMAGE" "$d"
 podman tag "$PAUSE_IMAGE" registry.k8s.io/pause:3.10   # kind's containerd config names 3.10 as the sandbox image
 
 IMAGES=("registry.k8s.io/kube-apiserver:$K8S_VERSION" "registry.k8s.io/kube-controller-manager:$K8S_VERSION"
@@ -54,7 +56,7 @@ KIND_SRC=$(go env GOMODCACHE)/sigs.k8s.io/kind@$KIND_VERSION
 [[ -d $KIND_SRC ]] || go mod download "sigs.k8s.io/kind@$KIND_VERSION"
 C=sam-node-build-$$
 trap 'podman rm -f "$C" >/dev/null 2>&1 || true' EXIT
-podman run -d --name "$C" --entrypoint sleep --security-opt seccomp=unconfined "$NODE_BASE_IMAGE" infinity >/dev/null
+podman run -d --network none --name "$C" --entrypoint sleep --security-opt seccomp=unconfined "$NODE_BASE_IMAGE" infinity >/dev/null
 podman cp "$KIND_SRC/images/base/files/." "$C:/"
 for b in kubeadm kubelet kubectl; do podman cp "$B/$b" "$C:/usr/bin/$b"; done
 podman cp "$B/crictl" "$C:/usr/local/bin/crictl"

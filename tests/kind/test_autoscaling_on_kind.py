@@ -155,6 +155,15 @@ def report_adapter(cluster: Cluster, namespace: str) -> None:
         report(f"adapter pod {pod['metadata']['name']}: {json.dumps(statuses)[:600]}")
     logs = cluster.kubectl("logs", "-n", namespace, "-l", selector, "--tail", "40", check=False)
     report(f"adapter log: {(logs.stdout + logs.stderr)[-3000:]}")
+    # What the adapter itself answers, through the API server's service proxy (a 404 on the group version means
+    # it did not install the custom metrics API: it read no rules), and the rules file it was given.
+    service = str(cluster.get_json("apiservice", APISERVICE)["spec"]["service"]["name"])
+    proxy = f"/api/v1/namespaces/{namespace}/services/https:{service}:443/proxy"
+    for path in ("/apis", "/apis/custom.metrics.k8s.io/v1beta1"):
+        answer = cluster.kubectl("get", "--raw", proxy + path, check=False)
+        report(f"adapter GET {path}: rc {answer.returncode} {(answer.stdout + answer.stderr)[:800]}")
+    config = cluster.kubectl("get", "configmap", "-n", namespace, "-l", selector, "-o", "json", check=False)
+    report(f"adapter rules ConfigMap: {config.stdout[:1500] or config.stderr}")
 
 
 def condition_of(body: dict[str, Any], type_: str, field_: str = "status") -> str | None:

@@ -1,4 +1,4 @@
-"""`sam-inference` command line: serve, fetch, export-decoder, make-tiny.
+"""`sam-inference` command line: serve, fetch, export-decoder, prepare-encoder, make-tiny.
 
 This is the composition root: `serve` injects the torch predictor factory (`torch_models.factory`) into
 `create_app`. Heavy imports (torch, segment_anything, onnx) happen inside the subcommand that needs them, so
@@ -91,6 +91,22 @@ def _cmd_export_decoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare_encoder(args: argparse.Namespace) -> int:
+    if args.variant not in VARIANTS["sam"]:  # SAM 2's encoder has no OpenVINO engine
+        print(f"skipped: no OpenVINO encoder for SAM 2 ({args.variant}); the encoder runs torch")
+        return 0
+    from .torch_models.preparation import memory_limit_bytes, prepare_encoder
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    try:
+        result = prepare_encoder(Path(args.checkpoint), args.variant, memory_limit_bytes())
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"sam-inference prepare-encoder: error: {exc}", file=sys.stderr)
+        return 1
+    print(result.message)
+    return 0
+
+
 def _cmd_make_tiny(args: argparse.Namespace) -> int:
     from .torch_models.tiny import write_tiny_checkpoint
 
@@ -125,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=int, default=17)
     export.add_argument("--force", action="store_true", help="export even when the outputs are up to date")
     export.set_defaults(func=_cmd_export_decoder)
+
+    prepare = sub.add_parser(
+        "prepare-encoder",
+        help="prepare (and keep beside the checkpoint) the OpenVINO IR that engine auto then runs on this CPU",
+    )
+    prepare.add_argument("--checkpoint", required=True)
+    prepare.add_argument("--variant", required=True, choices=[*VARIANTS["sam"], *VARIANTS["sam2"]])
+    prepare.set_defaults(func=_cmd_prepare_encoder)
 
     tiny = sub.add_parser(
         "make-tiny", help="write the tiny random checkpoint (vit_tiny, or hiera_micro for sam2); prints its sha256"

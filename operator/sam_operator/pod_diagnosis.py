@@ -1,8 +1,9 @@
 """What one encoder pod is doing, from its status and the Events about it. Pure.
 
 ``diagnose_pod`` names a failure (one of ``conditions.FAILURE_REASONS``: unschedulable, image pull, config error,
-checkpoint fetch or decoder export failed, crash loop) or the stage the pod is in (pending, fetching, exporting,
-loading). :mod:`sam_operator.status_conditions` turns the diagnoses of all pods into the SamModel's conditions.
+checkpoint fetch, decoder export or encoder preparation failed, crash loop) or the stage the pod is in (pending,
+fetching, exporting, preparing, loading). :mod:`sam_operator.status_conditions` turns the diagnoses of all pods
+into the SamModel's conditions.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __all__ = ["PodDiagnosis", "diagnose_pod"]
 
 _FETCH = "fetch-checkpoint"
 _EXPORT = "export-decoder"
+_PREPARE = "prepare-encoder"  # only in CPU pods whose OpenVINO encoder is prepared on the shared PVC
 _ENCODER = "encoder"
 #: A container waiting for one of these reasons will not start by itself: the pod's failure reason.
 _IMAGE_PULL = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
@@ -35,7 +37,7 @@ class PodDiagnosis:
     ready: bool
     cached: bool  # both init containers completed
     reason: str | None  # failure reason, or None
-    progress: str | None  # CheckpointFetching / DecoderExporting / ModelLoading / PodsPending, or None
+    progress: str | None  # CheckpointFetching / DecoderExporting / EncoderPreparing / ModelLoading / PodsPending
     message: str
 
 
@@ -128,6 +130,7 @@ def diagnose_pod(pod: Mapping[str, Any], events: Sequence[Mapping[str, Any]], gp
     for container_name, reason in (
         (_FETCH, c.REASON_CHECKPOINT_FETCH_FAILED),
         (_EXPORT, c.REASON_DECODER_EXPORT_FAILED),
+        (_PREPARE, c.REASON_ENCODER_PREPARATION_FAILED),
     ):
         failed = _terminated_failed(inits.get(container_name) or {})
         if failed is not None:
@@ -151,6 +154,8 @@ def diagnose_pod(pod: Mapping[str, Any], events: Sequence[Mapping[str, Any]], gp
         progress = c.REASON_CHECKPOINT_FETCHING
     elif not done(_EXPORT) and inits:
         progress = c.REASON_DECODER_EXPORTING
+    elif not done(_PREPARE) and inits:
+        progress = c.REASON_ENCODER_PREPARING
     else:
         progress = c.REASON_MODEL_LOADING
     return diagnosis(reason=None, progress=progress, message=f"{name}: {progress}")

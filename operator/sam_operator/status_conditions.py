@@ -18,11 +18,12 @@ from sam_operator.pod_diagnosis import PodDiagnosis
 __all__ = ["Rollout", "derive_conditions", "invalid_spec_conditions", "ordered"]
 
 _MAX_MESSAGE = 1024
-#: The earliest stage any pod is in names Ready's reason: pending before fetching before exporting before loading.
+#: The earliest stage any pod is in names Ready's reason: pending, fetching, exporting, preparing, loading.
 _PROGRESS_ORDER = (
     c.REASON_PODS_PENDING,
     c.REASON_CHECKPOINT_FETCHING,
     c.REASON_DECODER_EXPORTING,
+    c.REASON_ENCODER_PREPARING,
     c.REASON_MODEL_LOADING,
 )
 

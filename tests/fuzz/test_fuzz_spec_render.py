@@ -297,7 +297,12 @@ def check_rendered(model: SamModel, children: list[dict[str, Any]]) -> None:
     for volume in pod["volumes"]:
         assert set(volume) - {"name"} <= {"emptyDir", "persistentVolumeClaim"}, volume
     names = [c["name"] for c in _containers(deployment)]
-    assert names == ["fetch-checkpoint", "export-decoder", "encoder"]
+    runtime = model.spec.runtime
+    # A CPU model left at auto whose cache is on the PVC prepares its OpenVINO encoder there, once.
+    prepares = runtime.device == "cpu" and runtime.engine == runtime.precision == "auto"
+    prepares = prepares and model.spec.cache.shared_volume.enabled
+    expected = ["fetch-checkpoint", "export-decoder", *(["prepare-encoder"] if prepares else []), "encoder"]
+    assert names == expected, (names, runtime, model.spec.cache.shared_volume)
     for container in _containers(deployment):
         context = container["securityContext"]
         assert RESTRICTED_CONTAINER.items() <= context.items(), (container["name"], context)

@@ -40,6 +40,7 @@ from harness.kind_release import (
 )
 from harness.sam import get_sam, wait_condition
 from prometheus_client.parser import text_string_to_metric_families
+from sam_inference.torch_models.engine.plan import resolve_plan
 
 pytestmark = [pytest.mark.kind, pytest.mark.slow]
 
@@ -415,6 +416,10 @@ def pod_timeline(pod: dict[str, Any]) -> str:
     return ", ".join([*parts, f"pod created -> Ready {at(ready) - created:.0f} s"])
 
 
+def container_log(cluster: Cluster, namespace: str, pod: dict[str, Any], container: str) -> str:
+    return cluster.kubectl("logs", "-n", namespace, pod["metadata"]["name"], "-c", container).stdout
+
+
 def random_checkpoint(cluster: Cluster, namespace: str, variant: str, tiny: Checkpoint) -> Checkpoint:
     """The tiny checkpoint, or a random ``variant`` of the real size written inside the checkpoint pod."""
     if variant == "vit_tiny":
@@ -449,14 +454,22 @@ def test_an_idle_model_sleeps_at_zero_and_one_click_wakes_it(
     )
     body["spec"]["model"]["variant"] = variant
     body["spec"]["resources"]["limits"]["memory"] = WAKE_MEMORY.get(variant, "12Gi")
-    if variant != "vit_tiny":
-        del body["spec"]["runtime"]["precision"]  # the fast default a SamModel that says nothing gets
+    del body["spec"]["runtime"]["precision"]  # the fast default a SamModel that says nothing gets
     body["spec"]["cache"] = {
         "sharedVolume": {"enabled": True, "size": "1Gi", "accessMode": "ReadWriteOnce"}
-    }  # the checkpoint survives the sleep
+    }  # the checkpoint and the prepared OpenVINO encoder survive the sleep
     cluster.apply(body, ns)
     sam = wait_condition(cluster, ns, name, "Ready", "True", reason="AllReplicasReady", timeout=600)
     function = sam["status"]["cvat"]["functionName"]
+    (first,) = ready_pods(cluster, ns, ENCODER_SELECTOR.format(name), 1, timeout=60)
+    prepared = container_log(cluster, ns, first, "prepare-encoder")
+    report(f"first start ({variant}): {pod_timeline(first)}; prepare-encoder: {prepared.strip()[-200:]}")
+    # The kind node is this machine: engine auto resolves as it does here (openvino where the CPU runs the
+    # int8 or float32 IR, vit_tiny and vit_b within their memory; fused otherwise).
+    openvino = resolve_plan("auto", "auto", "cpu").precision in ("float32", "int8") and variant == "vit_tiny"
+    if openvino:
+        assert "wrote /models/openvino/" in prepared, prepared
+        assert "Prepared encoder openvino/" in container_log(cluster, ns, first, "encoder")
 
     # Nobody clicks: the gateway scales it to 0 after the quiet period.
     slept = wait_condition(cluster, ns, name, "Ready", "True", reason="ScaledToZero", timeout=180)
@@ -491,7 +504,10 @@ def test_an_idle_model_sleeps_at_zero_and_one_click_wakes_it(
     # The checkpoint came from the PVC: the woken pod's fetch did not download it again.
     (pod,) = ready_pods(cluster, ns, ENCODER_SELECTOR.format(name), 1, timeout=600)
     report(f"wake from zero ({variant}): {pod_timeline(pod)}")
-    fetch_log = cluster.kubectl("logs", "-n", ns, pod["metadata"]["name"], "-c", "fetch-checkpoint").stdout
+    fetch_log = container_log(cluster, ns, pod, "fetch-checkpoint")
     assert "already present" in fetch_log, fetch_log
+    if openvino:  # and the encoder prepared on the first start was read back, not prepared again
+        assert "up to date: /models/openvino/" in container_log(cluster, ns, pod, "prepare-encoder")
+        assert "Prepared encoder openvino/" in container_log(cluster, ns, pod, "encoder")
     wait_condition(cluster, ns, name, "Ready", "True", reason="AllReplicasReady", timeout=60)
     report(f"HPA conditions after the wake: {json.dumps(hpa(cluster, ns, name)['status'].get('conditions'))[:300]}")

@@ -26,8 +26,14 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from ..predictor import EMBEDDING_SHAPE, LOW_RES_SHAPE, Embedding, ImageFeatures, MaskResult, PreparedImage, Prompts
 from .devices import check_device
 from .engine.encoder import build_encoder
-from .engine.openvino_encoder import OpenVinoEncoder, ReleasedImageEncoder, build_openvino_encoder, ir_cache_key
-from .engine.plan import EngineChoice, EnginePlan, PrecisionChoice, resolve_plan
+from .engine.openvino_encoder import (
+    OpenVinoEncoder,
+    ReleasedImageEncoder,
+    build_openvino_encoder,
+    is_prepared,
+    prepared_ir,
+)
+from .engine.plan import EngineChoice, EnginePlan, Precision, PrecisionChoice, resolve_plan
 from .mask_upsampling import axis_map, upsample_mask
 from .model import load_sam
 from .onnx_decoder import OnnxLowResDecoder, prompt_points
@@ -90,7 +96,7 @@ class SamEncoderPredictor(TorchPredictorBase):
             if self._ready:
                 return
             check_device(self.device_name)
-            plan = resolve_plan(self.engine, self.precision, self.device_name)
+            plan = resolve_plan(self.engine, self.precision, self.device_name, self._openvino_prepared)
             owned = self._model is None  # a model given in memory stays the caller's, whole
             if self._model is None:
                 self._model = load_sam(self.variant, self.checkpoint)
@@ -112,13 +118,12 @@ class SamEncoderPredictor(TorchPredictorBase):
         # The converted (and quantized) IR is kept beside the checkpoint (the pod's model cache, a PVC when the
         # SamModel has one); a model given in memory (tests, bench) is prepared every time.
         from_file = self.checkpoint.is_file()
-        return build_openvino_encoder(
-            model.image_encoder,
-            plan,
-            self._encoder_input,
-            cache_dir=self.checkpoint.parent / "openvino" if from_file else None,
-            cache_key=ir_cache_key(self.checkpoint, self.variant, plan.precision) if from_file else None,
-        )
+        cached = prepared_ir(self.checkpoint, self.variant, plan.precision) if from_file else None
+        return build_openvino_encoder(model.image_encoder, plan, self._encoder_input, cached)
+
+    def _openvino_prepared(self, precision: Precision) -> bool:
+        """Engine `auto` on the CPU runs openvino where this checkpoint file's IR is already prepared."""
+        return is_prepared(self.checkpoint, self.variant, precision)
 
     def _encoder_input(self, image: np.ndarray) -> np.ndarray:
         """An HxWx3 uint8 image as the encoder's input, exactly as `embed_batch` makes it (calibration)."""

@@ -23,6 +23,7 @@ __all__ = [
     "checkpoint_file_stem",
     "checkpoint_path",
     "decoder_path",
+    "prepares_encoder",
 ]
 
 HTTP_PORT = 8080
@@ -209,7 +210,32 @@ def _init_containers(model: SamModel, image: str, pull_policy: str) -> list[dict
         "terminationMessagePolicy": _TERMINATION_MESSAGE_POLICY,
         "volumeMounts": [dict(m) for m in mounts],
     }
-    return [fetch, export] if spec.model.family == "sam" else [fetch]
+    if spec.model.family != "sam":
+        return [fetch]
+    if not prepares_encoder(model):
+        return [fetch, export]
+    prepare = {
+        **export,
+        "name": "prepare-encoder",
+        "args": ["prepare-encoder", "--checkpoint", checkpoint_path(model), "--variant", spec.model.variant],
+        "volumeMounts": [dict(m) for m in mounts],
+    }
+    return [fetch, export, prepare]
+
+
+def prepares_encoder(model: SamModel) -> bool:
+    """Whether the pod prepares the encoder's OpenVINO IR in an init container: a CPU SamModel that leaves engine
+    and precision to ``auto`` and keeps its model cache on the shared PVC, where the IR outlives the pod (its
+    ``auto`` then runs openvino, the fastest CPU engine; with an emptyDir every start would pay minutes)."""
+    spec = model.spec
+    runtime = spec.runtime
+    return (
+        spec.model.family == "sam"
+        and runtime.device == "cpu"
+        and runtime.engine == "auto"
+        and runtime.precision == "auto"
+        and spec.cache.shared_volume.enabled
+    )
 
 
 def build_deployment(model: SamModel, settings: OperatorSettings) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,24 @@ def test_plan_resolves_auto_and_rejects_precisions_without_kernels() -> None:
         derive_plan("openvino", "float32", "cuda", "bfloat16")
     with pytest.raises(ValueError, match="engine openvino computes in float32 or int8, not bfloat16"):
         derive_plan("openvino", "bfloat16", "cpu", "int8")
+
+
+def test_auto_runs_openvino_on_the_cpu_only_where_its_ir_is_prepared() -> None:
+    asked: list[str] = []
+
+    def prepared_for(*precisions: str) -> Callable[[str], bool]:
+        return lambda precision: asked.append(precision) or precision in precisions
+
+    assert derive_plan("auto", "auto", "cpu", "int8", prepared_for("int8")) == EnginePlan("openvino", "int8", "cpu")
+    assert derive_plan("auto", "float32", "cpu", "int8", prepared_for("float32")).engine == "openvino"
+    assert derive_plan("auto", "auto", "cpu", "int8", prepared_for("float32")).engine == "fused"  # another IR
+    assert asked == ["int8", "float32", "int8"]
+    asked.clear()
+    assert derive_plan("auto", "auto", "cpu", "bfloat16", prepared_for("bfloat16")).engine == "fused"  # no such IR
+    assert derive_plan("auto", "auto", "cuda", "bfloat16", prepared_for("bfloat16")).engine == "fused"
+    assert derive_plan("fused", "auto", "cpu", "int8", prepared_for("int8")).engine == "fused"  # asked for fused
+    assert derive_plan("torch", "float32", "cpu", "int8", prepared_for("float32")).engine == "torch"
+    assert asked == []  # only engine auto on the CPU, in a precision OpenVINO computes, looks for an IR
 
 
 def test_settings_default_to_auto_and_reach_the_predictor(tmp_path: Path) -> None:

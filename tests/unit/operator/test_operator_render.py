@@ -88,6 +88,33 @@ def test_init_containers_fetch_then_export_with_the_architecture_commands() -> N
     ]  # fmt: skip
 
 
+def _init_containers(**spec: Any) -> list[dict[str, Any]]:
+    return list(children(body(**spec))["Deployment"]["spec"]["template"]["spec"]["initContainers"])
+
+
+def test_a_cpu_model_left_at_auto_on_the_shared_volume_prepares_its_openvino_encoder() -> None:
+    cpu, shared = {"device": "cpu"}, {"sharedVolume": {"enabled": True}}
+    limits = {"gpus": 0, "limits": {"memory": "7Gi"}}
+    _, export, prepare = _init_containers(runtime=cpu, cache=shared, resources=limits)
+    assert prepare["name"] == "prepare-encoder"
+    assert prepare["command"] + prepare["args"] == [
+        "sam-inference", "prepare-encoder", "--checkpoint", "/models/sam_vit_b.pth", "--variant", "vit_b",
+    ]  # fmt: skip
+    # It sees the model's own memory limit (it skips what would not fit) and the same cache as the encoder.
+    assert prepare["resources"] == export["resources"] and prepare["resources"]["limits"]["memory"] == "7Gi"
+    assert prepare["volumeMounts"] == export["volumeMounts"]
+    assert prepare["securityContext"] == export["securityContext"]
+    no_prepare = [
+        {"runtime": cpu, "resources": limits},  # an emptyDir: every start would pay the preparation
+        {"runtime": {**cpu, "precision": "float32"}, "cache": shared, "resources": limits},
+        {"runtime": {**cpu, "engine": "fused"}, "cache": shared, "resources": limits},
+        {"runtime": {**cpu, "engine": "openvino"}, "cache": shared, "resources": limits},  # prepares at start
+        {"cache": shared},  # cuda
+    ]
+    for spec in no_prepare:
+        assert [c["name"] for c in _init_containers(**spec)] == ["fetch-checkpoint", "export-decoder"], spec
+
+
 def test_pvc_checkpoint_is_mounted_read_only_and_fetched_from_its_path() -> None:
     source = {"pvc": {"claimName": "weights", "path": "sam/l.pth"}, "sha256": "1" * 64}
     b = body(model={"variant": "vit_l", "checkpoint": source})

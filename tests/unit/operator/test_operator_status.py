@@ -56,6 +56,7 @@ def pod(
     ready: bool = False,
     fetch: dict[str, Any] | None = None,
     export: dict[str, Any] | None = None,
+    prepare: dict[str, Any] | None = None,
     encoder: dict[str, Any] | None = None,
     scheduled: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -68,6 +69,8 @@ def pod(
         inits.append({"name": "fetch-checkpoint", **fetch})
     if export is not None:
         inits.append({"name": "export-decoder", **export})
+    if prepare is not None:
+        inits.append({"name": "prepare-encoder", **prepare})
     if inits:
         status["initContainerStatuses"] = inits
     if encoder is not None:
@@ -196,6 +199,27 @@ def test_decoder_export_failure() -> None:
     failing = pod(phase="Pending", fetch=DONE, export={"state": _terminated(2, "Error", "bad variant")})
     status = derive_status(sammodel(), Observed(deployment(1, 0), [failing]), NOW)
     assert cond(status, "ModelCached")["reason"] == "DecoderExportFailed"
+
+
+def test_preparing_the_encoder_is_progress_and_its_failure_is_named() -> None:
+    preparing = pod(phase="Pending", fetch=DONE, export=DONE, prepare={"state": {"running": {}}})
+    status = derive_status(sammodel(), Observed(deployment(1, 0), [preparing]), NOW)
+    assert cond(status, "Ready")["reason"] == "EncoderPreparing"
+    assert cond(status, "ModelCached")["status"] == "True"  # the checkpoint and decoder are there already
+    assert cond(status, "Degraded")["status"] == "False"
+    killed = pod(
+        phase="Pending",
+        fetch=DONE,
+        export=DONE,
+        prepare={"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": _terminated(137, "OOMKilled")},
+    )
+    status = derive_status(sammodel(), Observed(deployment(1, 0), [killed]), NOW)
+    degraded = cond(status, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "EncoderPreparationFailed")
+    assert "prepare-encoder" in degraded["message"] and "OOMKilled" in degraded["message"], degraded
+    loading = pod(fetch=DONE, export=DONE, prepare=DONE, encoder={"started": False, "state": {"running": {}}})
+    status = derive_status(sammodel(), Observed(deployment(1, 0), [loading]), NOW)
+    assert cond(status, "Ready")["reason"] == "ModelLoading"
 
 
 def test_fetching_and_loading_are_progress_not_failure() -> None:

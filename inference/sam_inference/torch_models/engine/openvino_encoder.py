@@ -54,6 +54,20 @@ def ir_cache_key(checkpoint: Path, variant: str, precision: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
 
+def prepared_ir(checkpoint: Path, variant: str, precision: str) -> Path:
+    """Where the prepared IR (`.xml`, its weights in the `.bin` beside) of a checkpoint file is kept: the folder
+    `openvino/` beside the checkpoint (the pod's model cache, a PVC when the SamModel has one)."""
+    return checkpoint.parent / "openvino" / f"sam-encoder-{ir_cache_key(checkpoint, variant, precision)}.xml"
+
+
+def is_prepared(checkpoint: Path, variant: str, precision: str) -> bool:
+    """Whether `prepared_ir` holds a whole IR for this checkpoint file (`engine: auto` runs openvino then)."""
+    if not checkpoint.is_file():
+        return False
+    xml = prepared_ir(checkpoint, variant, precision)
+    return xml.exists() and xml.with_suffix(".bin").exists()
+
+
 def convert(encoder: ImageEncoderViT) -> Any:
     """The encoder as an OpenVINO model for one 1024x1024 image (static shapes: OpenVINO materialises each global
     block's attention, so a batch of B costs B times the memory, ~2 GB per image for ViT-B, and ran slower per
@@ -101,16 +115,13 @@ def quantize(model: Any, inputs: list[np.ndarray]) -> Any:
         )
 
 
-def prepare_model(
-    encoder: ImageEncoderViT, precision: str, preprocess: Any, cache_dir: Path | None, cache_key: str | None
-) -> tuple[Any, bool]:
-    """The OpenVINO model for `precision`, read from the IR cache when it holds one, else prepared (and stored),
-    and whether it is read from a file: then it shares no memory with `encoder` (`convert_model` shares the
-    PyTorch weights), which may be dropped."""
+def prepare_model(encoder: ImageEncoderViT, precision: str, preprocess: Any, cached: Path | None) -> tuple[Any, bool]:
+    """The OpenVINO model for `precision`, read from `cached` (an IR path, see `prepared_ir`) when it holds one,
+    else prepared (and stored there), and whether it is read from a file: then it shares no memory with `encoder`
+    (`convert_model` shares the PyTorch weights), which may be dropped."""
     import openvino
 
     core = openvino.Core()
-    cached = cache_dir / f"sam-encoder-{cache_key}.xml" if cache_dir is not None and cache_key else None
     if cached is not None and cached.exists() and cached.with_suffix(".bin").exists():
         log.info("OpenVINO encoder read from %s", cached)
         return core.read_model(cached), True
@@ -167,12 +178,12 @@ def build_openvino_encoder(
     encoder: ImageEncoderViT,
     plan: EnginePlan,
     preprocess: Any,
-    cache_dir: Path | None = None,
-    cache_key: str | None = None,
+    cached: Path | None = None,
 ) -> OpenVinoEncoder:
     """`plan` is openvino/float32 or openvino/int8 on the CPU; `preprocess` maps an HxWx3 uint8 image to the
-    encoder's input (the predictor's own resize + `Sam.preprocess`, so calibration sees what serving sees)."""
-    model, standalone = prepare_model(encoder, plan.precision, preprocess, cache_dir, cache_key)
+    encoder's input (the predictor's own resize + `Sam.preprocess`, so calibration sees what serving sees);
+    `cached`: where the prepared IR is read from or stored (None: prepared every time)."""
+    model, standalone = prepare_model(encoder, plan.precision, preprocess, cached)
     return OpenVinoEncoder(model, plan, torch.get_num_threads(), standalone)
 
 

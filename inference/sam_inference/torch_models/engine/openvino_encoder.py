@@ -159,7 +159,13 @@ class OpenVinoEncoder:
     def __init__(self, model: Any, plan: EnginePlan, threads: int, standalone: bool = False) -> None:
         import openvino
 
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": max(1, threads)}
+        # f32 for what is not int8: on a CPU with AVX512_BF16 or AMX the plugin would otherwise compute those
+        # layers (all of them for float32) in bf16 (differences ~1e-2: not the float32 function the plan names).
+        config = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": max(1, threads),
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
         self.plan = plan
         self.standalone = standalone  # holds its own weights: the PyTorch encoder it came from may go
         self._compiled = openvino.Core().compile_model(model, "CPU", config)

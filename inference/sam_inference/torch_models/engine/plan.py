@@ -3,7 +3,8 @@
 Pure decisions plus the hardware facts they need (CPU flags, CUDA bf16 support). `resolve_plan` is what
 `sam-inference serve` calls; the bench and GPU scripts call it too, so they measure what the service runs.
 
-Why these defaults (measured on the 2-core CI CPU, an AVX-512 VNNI Xeon without AVX512_BF16, ViT-B shapes):
+Why these defaults (measured on a 2-core CI CPU, an AVX-512 VNNI Xeon without AVX512_BF16, ViT-B shapes; a later
+CI machine also has AVX512_BF16 and AVX512_FP16: these rules still pick int8 there, bf16 not re-measured):
 fp32 GEMM ~160-220 GFLOP/s, bf16 GEMM ~55-65 GFLOP/s (emulated: 3x *slower*), dynamic int8 GEMM (fbgemm,
 VNNI) ~300-580 GOP/s. So a CPU with VNNI gets int8 Linear layers, one with native bf16 (AVX512_BF16 or AMX)
 but no VNNI gets bf16, any other fp32. A GPU gets bf16 where it has it, else fp16. `bench/bench_engine.py`
@@ -143,5 +144,5 @@ def resolve_plan(
         int8_kernels = engine == "openvino" or int8_kernels_available()
         auto = derive_cpu_precision(cpu_features(), int8_kernels) if precision == "auto" else "float32"
         if engine == "openvino" and auto == "bfloat16":
-            auto = "float32"  # OpenVINO's CPU plugin picks bf16 itself where the CPU has it (its own hint)
+            auto = "float32"  # OpenVINO computes float32 or int8 (OpenVinoEncoder pins f32 for what is not int8)
     return derive_plan(engine, precision, device, auto, openvino_prepared)

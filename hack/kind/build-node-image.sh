@@ -4,8 +4,8 @@
 # kubelet/kubeadm/kubectl that hack/build-tools.sh built, and every image the cluster runs pre-imported into
 # containerd: control plane, etcd, kube-proxy, CoreDNS, pause (from Kubernetes' pause.c), the volume provisioner,
 # busybox. Idempotent: kept while $NODE_IMAGE exists (podman rmi it to rebuild). Nothing here uses the network
-(--network none): a podman bridge would make netavark turn on the host's IP forwarding before kind-up records
-the host's state.
+# (--network none): a podman bridge would make netavark turn on the host's IP forwarding before kind-up records
+# the host's state.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 KIND_LOG_TAG=node-image

@@ -40,6 +40,7 @@ IR_FORMAT = "3"
 ATTENTION_MATMULS = r".*\.attn/aten::matmul/MatMul.*"
 INPUT_SIZE = 1024
 SMOOTH_QUANT_ALPHA = 0.5
+IR_FOLDER = "openvino"  # beside the checkpoint
 
 
 def ir_cache_key(checkpoint: Path, variant: str, precision: str) -> str:
@@ -57,13 +58,13 @@ def ir_cache_key(checkpoint: Path, variant: str, precision: str) -> str:
 def prepared_ir(checkpoint: Path, variant: str, precision: str) -> Path:
     """Where the prepared IR (`.xml`, its weights in the `.bin` beside) of a checkpoint file is kept: the folder
     `openvino/` beside the checkpoint (the pod's model cache, a PVC when the SamModel has one)."""
-    return checkpoint.parent / "openvino" / f"sam-encoder-{ir_cache_key(checkpoint, variant, precision)}.xml"
+    return checkpoint.parent / IR_FOLDER / f"sam-encoder-{ir_cache_key(checkpoint, variant, precision)}.xml"
 
 
 def is_prepared(checkpoint: Path, variant: str, precision: str) -> bool:
     """Whether `prepared_ir` holds a whole IR for this checkpoint file (`engine: auto` runs openvino then)."""
-    if not checkpoint.is_file():
-        return False
+    if not checkpoint.is_file() or not (checkpoint.parent / IR_FOLDER).is_dir():
+        return False  # (before the key, whose versions import openvino and nncf: nothing to load for fused)
     xml = prepared_ir(checkpoint, variant, precision)
     return xml.exists() and xml.with_suffix(".bin").exists()
 

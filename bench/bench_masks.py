@@ -1,5 +1,7 @@
 """Benchmark: masks-mode decoding of one click on a 1080p frame, interleaved click by click:
-- `decode_masks (onnxruntime)`: the service's CPU default (decoder in onnxruntime, one windowed upsampling pass);
+- `decode_masks (openvino)`: the decoder in OpenVINO, its large products in bfloat16 where the CPU has it (the
+  service's CPU default where it has AMX), one windowed upsampling pass;
+- `decode_masks (onnxruntime)`: the decoder in onnxruntime (the CPU default elsewhere), the same upsampling;
 - `decode_masks (torch)`: the service's PyTorch path (`mask_decoder="torch"`, what it ran before on the CPU);
 - `SamPredictor.predict`: upstream (three masks upsampled; the best one taken).
 The prompt encoder and mask decoder are the same size in every variant, so the tiny model's decoder measures
@@ -44,7 +46,8 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=30)
     parser.add_argument("--size", default="1920x1080")
     parser.add_argument("--scene", action="store_true", help="embed a generated scene instead of a random embedding")
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="cProfile of the path named by --profile-path")
+    parser.add_argument("--profile-path", default="decode_masks (openvino)")
     parser.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: torch's, one per core)")
     args = parser.parse_args()
     if args.threads:
@@ -54,6 +57,8 @@ def main() -> None:
     write_tiny_checkpoint(checkpoint)
     fast = SamEncoderPredictor("vit_tiny", checkpoint, device="cpu", precision="float32", mask_decoder="onnxruntime")
     fast.load()
+    openvino = SamEncoderPredictor("vit_tiny", checkpoint, model=fast.model, mask_decoder="openvino")
+    openvino.load()
     eager = SamEncoderPredictor("vit_tiny", checkpoint, model=fast.model, mask_decoder="torch")
     eager.load()
     upstream = SamPredictor(fast.model)
@@ -77,6 +82,7 @@ def main() -> None:
         return masks[int(np.argmax(scores))]
 
     paths: dict[str, Callable[[float, float], np.ndarray]] = {
+        "decode_masks (openvino)": lambda x, y: openvino.decode_masks(embedding, Prompts(((x, y),), (1,))).mask,
         "decode_masks (onnxruntime)": lambda x, y: fast.decode_masks(embedding, Prompts(((x, y),), (1,))).mask,
         "decode_masks (torch)": lambda x, y: eager.decode_masks(embedding, Prompts(((x, y),), (1,))).mask,
         "SamPredictor.predict": reference,
@@ -112,7 +118,7 @@ def main() -> None:
         profiler = cProfile.Profile()
         profiler.enable()
         for _ in range(args.clicks):
-            paths["decode_masks (onnxruntime)"](float(rng.uniform(0, width)), float(rng.uniform(0, height)))
+            paths[args.profile_path](float(rng.uniform(0, width)), float(rng.uniform(0, height)))
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
 

@@ -18,6 +18,7 @@ ModelVariant = Literal[
     "vit_b", "vit_l", "vit_h", "vit_tiny", "hiera_t", "hiera_s", "hiera_b+", "hiera_l", "hiera_micro"
 ]
 ServiceMode = Literal["embedding", "masks"]
+MaskDecoderChoice = Literal["auto", "torch", "onnxruntime", "openvino"]
 Device = Literal["cuda", "cpu"]
 Precision = Literal["auto", "float32", "bfloat16", "float16", "int8"]
 Engine = Literal["auto", "torch", "fused", "openvino"]
@@ -53,6 +54,12 @@ class InferenceSettings(BaseSettings):
         "auto",
         description="Encoder compute precision (output is float32); auto: the fastest that holds fidelity here "
         "(cuda: bfloat16, else float16; cpu: int8 Linear layers with VNNI, bfloat16 with native bf16, else float32).",
+    )
+    mask_decoder: MaskDecoderChoice = Field(
+        "auto",
+        description="SAM's prompt encoder + mask decoder (masks mode): torch (upstream modules), onnxruntime (float32) "
+        "or openvino (its products over the image tokens in bfloat16 where the CPU has it); auto: openvino on a CPU "
+        "with AMX, else onnxruntime on the CPU, torch on cuda (embedding mode: torch).",
     )
     max_batch_size: int = Field(4, ge=1, description="Most images encoded in one forward pass.")
     batch_wait_ms: float = Field(5.0, ge=0, description="How long a batch waits for more images.")

@@ -28,5 +28,5 @@ def build_predictor(settings: InferenceSettings) -> Predictor:
         return Sam2EncoderPredictor(**common)  # type: ignore[arg-type]
     # The onnxruntime decoder is exported at load (a second or more): only masks mode decodes on every click, so an
     # embedding-mode encoder (CVAT decodes in the browser) keeps the eager path for its occasional /v1/masks.
-    decoder = "auto" if settings.mode == "masks" else "torch"
+    decoder = settings.mask_decoder if settings.mode == "masks" or settings.mask_decoder != "auto" else "torch"
     return SamEncoderPredictor(**common, mask_decoder=decoder)  # type: ignore[arg-type]

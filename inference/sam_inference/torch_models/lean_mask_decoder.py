@@ -23,6 +23,7 @@ Equality with upstream within float rounding: tests/unit/inference/test_lean_mas
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -38,21 +39,45 @@ def _per_head(weight: Tensor, heads: int) -> Tensor:
     return weight.reshape(heads, rows // heads, columns)
 
 
-def tokens_to_image(attention: Attention, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+@dataclass(frozen=True)
+class GraphForm:
+    """How the products over the N image tokens are laid out and computed; the function is the same.
+
+    `tokens_major`: image→tokens scores laid out (B, H·T, N), the softmax over each head's T rows, instead of
+    (B, N, H·T) with a softmax over rows of T. OpenVINO's softmax runs that layout about 2x faster (rows of 4096
+    instead of 7), onnxruntime's a little slower (bench/README).
+    `bf16_products`: those products (the 10 attention ones, both upscaling ones and the mask's) take bfloat16
+    operands and give float32, as `torch.autocast` would; every sum, softmax, norm and GELU stays float32. For a
+    runtime with bfloat16 MatMul kernels (OpenVINO on AMX or AVX512_BF16): the products are most of the FLOPs."""
+
+    tokens_major: bool = False
+    bf16_products: bool = False
+
+    def product(self, a: Tensor, b: Tensor) -> Tensor:
+        """`a @ b` over image tokens, in bfloat16 operands where `bf16_products`."""
+        if self.bf16_products:
+            return torch.matmul(a.to(torch.bfloat16), b.to(torch.bfloat16)).float()
+        return torch.matmul(a, b)
+
+
+EXACT = GraphForm()
+
+
+def tokens_to_image(attention: Attention, q: Tensor, k: Tensor, v: Tensor, form: GraphForm = EXACT) -> Tensor:
     """`attention(q=tokens (B,T,C), k=image (B,N,C), v=image)` without projecting the N image tokens."""
     batch, tokens, channels = q.shape
     heads = attention.num_heads
     q_heads = attention.q_proj(q).reshape(batch, tokens, heads, -1).transpose(1, 2)  # B,H,T,d
     head_dim = q_heads.shape[-1]
     folded = torch.matmul(q_heads, _per_head(attention.k_proj.weight, heads)).reshape(batch, heads * tokens, channels)
-    scores = torch.matmul(folded, k.transpose(1, 2)) / math.sqrt(head_dim)  # B,HT,N
-    mixed = torch.matmul(torch.softmax(scores, dim=-1), v).reshape(batch, heads, tokens, channels)
+    scores = form.product(folded, k.transpose(1, 2)) / math.sqrt(head_dim)  # B,HT,N
+    mixed = form.product(torch.softmax(scores, dim=-1), v).reshape(batch, heads, tokens, channels)
     values = torch.matmul(mixed, _per_head(attention.v_proj.weight, heads).transpose(1, 2))  # B,H,T,d
     values = values + attention.v_proj.bias.reshape(heads, 1, head_dim)
     return attention.out_proj(values.transpose(1, 2).reshape(batch, tokens, heads * head_dim))  # type: ignore[no-any-return]
 
 
-def image_to_tokens(attention: Attention, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+def image_to_tokens(attention: Attention, q: Tensor, k: Tensor, v: Tensor, form: GraphForm = EXACT) -> Tensor:
     """`attention(q=image (B,N,C), k=tokens (B,T,C), v=tokens)` without projecting the N image tokens."""
     batch, pixels, channels = q.shape
     tokens = k.shape[1]
@@ -61,18 +86,22 @@ def image_to_tokens(attention: Attention, q: Tensor, k: Tensor, v: Tensor) -> Te
     v_heads = attention.v_proj(v).reshape(batch, tokens, heads, -1).transpose(1, 2)
     head_dim = k_heads.shape[-1]
     folded = torch.matmul(k_heads, _per_head(attention.q_proj.weight, heads)).reshape(batch, heads * tokens, channels)
-    bias = torch.matmul(k_heads, attention.q_proj.bias.reshape(heads, head_dim, 1)).reshape(batch, 1, heads * tokens)
-    scores = (torch.matmul(q, folded.transpose(1, 2)) + bias) / math.sqrt(head_dim)  # B,N,HT
-    weights = torch.softmax(scores.reshape(batch, pixels, heads, tokens), dim=-1).reshape(batch, pixels, -1)
+    bias = torch.matmul(k_heads, attention.q_proj.bias.reshape(heads, head_dim, 1)).reshape(batch, heads * tokens)
     out_weight = attention.out_proj.weight.reshape(channels, heads, head_dim).permute(1, 2, 0)  # H,d,C
     projected = torch.matmul(v_heads, out_weight).reshape(batch, heads * tokens, channels)  # B,HT,C
-    return torch.matmul(weights, projected) + attention.out_proj.bias  # type: ignore[no-any-return]
+    if form.tokens_major:
+        scores = (form.product(folded, q.transpose(1, 2)) + bias[:, :, None]) / math.sqrt(head_dim)  # B,HT,N
+        weights = torch.softmax(scores.reshape(batch, heads, tokens, pixels), dim=2).reshape(batch, -1, pixels)
+        return form.product(weights.transpose(1, 2), projected) + attention.out_proj.bias  # type: ignore[no-any-return]
+    scores = (form.product(q, folded.transpose(1, 2)) + bias[:, None, :]) / math.sqrt(head_dim)  # B,N,HT
+    weights = torch.softmax(scores.reshape(batch, pixels, heads, tokens), dim=-1).reshape(batch, pixels, -1)
+    return form.product(weights, projected) + attention.out_proj.bias  # type: ignore[no-any-return]
 
 
 def _block(
-    block: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
+    block: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor, form: GraphForm
 ) -> tuple[Tensor, Tensor]:
-    """`TwoWayAttentionBlock.forward` with both cross attentions in low-rank form."""
+    """`TwoWayAttentionBlock.forward` with both cross attentions in low-rank form (`image_to_tokens`)."""
     if block.skip_first_layer_pe:
         queries = block.self_attn(q=queries, k=queries, v=queries)
     else:
@@ -81,31 +110,36 @@ def _block(
     queries = block.norm1(queries)
     positioned = keys + key_pe
     queries = block.norm2(
-        queries + tokens_to_image(block.cross_attn_token_to_image, queries + query_pe, positioned, keys)
+        queries + tokens_to_image(block.cross_attn_token_to_image, queries + query_pe, positioned, keys, form)
     )
     queries = block.norm3(queries + block.mlp(queries))
-    keys = block.norm4(keys + image_to_tokens(block.cross_attn_image_to_token, positioned, queries + query_pe, queries))
+    attended = image_to_tokens(block.cross_attn_image_to_token, positioned, queries + query_pe, queries, form)
+    keys = block.norm4(keys + attended)
     return queries, keys
 
 
 def two_way_transformer(
-    transformer: TwoWayTransformer, keys: Tensor, key_pe: Tensor, point_embedding: Tensor, low_rank: bool
+    transformer: TwoWayTransformer,
+    keys: Tensor,
+    key_pe: Tensor,
+    point_embedding: Tensor,
+    low_rank: bool,
+    form: GraphForm = EXACT,
 ) -> tuple[Tensor, Tensor]:
     """`TwoWayTransformer.forward` on image tokens already in (B, N, C) layout; `low_rank`: the cross attentions
-    in low-rank form, else upstream's own blocks."""
+    in low-rank form (laid out and computed as `form` says), else upstream's own blocks."""
     queries = point_embedding
     for block in transformer.layers:
         if low_rank:
-            queries, keys = _block(block, queries, keys, point_embedding, key_pe)
+            queries, keys = _block(block, queries, keys, point_embedding, key_pe, form)
         else:
             queries, keys = block(queries=queries, keys=keys, query_pe=point_embedding, key_pe=key_pe)
-    final = tokens_to_image if low_rank else _upstream_attention
-    attended = final(transformer.final_attn_token_to_image, queries + point_embedding, keys + key_pe, keys)
+    final = transformer.final_attn_token_to_image
+    if low_rank:
+        attended = tokens_to_image(final, queries + point_embedding, keys + key_pe, keys, form)
+    else:
+        attended = final(q=queries + point_embedding, k=keys + key_pe, v=keys)
     return transformer.norm_final_attn(queries + attended), keys
-
-
-def _upstream_attention(attention: Attention, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    return attention(q=q, k=k, v=v)  # type: ignore[no-any-return]
 
 
 def low_rank_max_points(model: Sam) -> int:
@@ -115,24 +149,26 @@ def low_rank_max_points(model: Sam) -> int:
     return int(attention.internal_dim // attention.num_heads - 1 - model.mask_decoder.num_mask_tokens)
 
 
-def _pixelwise_transposed_conv(x: Tensor, conv: nn.ConvTranspose2d) -> Tensor:
+def _pixelwise_transposed_conv(x: Tensor, conv: nn.ConvTranspose2d, form: GraphForm) -> Tensor:
     """A stride-2 2x2 `ConvTranspose2d` on channel-last pixels (..., C_in) → (..., 4, C_out), the 4 being the
     output pixel's (row, column) offset within its 2x2 cell."""
     c_in, c_out = (int(size) for size in conv.weight.shape[:2])  # Python ints: constants in the exported graph
     weight = conv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out)
     # One 2-D product (onnxruntime runs a 3-D one as many small ones).
-    out = torch.matmul(x.reshape(-1, c_in), weight).reshape(*x.shape[:-1], 4, c_out)
+    out = form.product(x.reshape(-1, c_in), weight).reshape(*x.shape[:-1], 4, c_out)
     return out + conv.bias  # type: ignore[operator]
 
 
 class LeanLowResDecoder(SamOnnxModel):  # type: ignore[misc]
     """Prompt encoder + mask decoder of `model`, from upstream export's inputs to (iou_predictions [1,1],
-    low_res_masks [1,1,256,256]) of the selected mask (see the module docstring); `low_rank` as in
-    `two_way_transformer` (a graph is exported for each: `low_rank_max_points` says which one pays)."""
+    low_res_masks [1,1,256,256]) of the selected mask (see the module docstring); `low_rank` and `form` as in
+    `two_way_transformer` (a graph is exported for each `low_rank`: `low_rank_max_points` says which one pays;
+    `form` also governs the upscaling's products)."""
 
-    def __init__(self, model: Sam, low_rank: bool = True) -> None:
+    def __init__(self, model: Sam, low_rank: bool = True, form: GraphForm = EXACT) -> None:
         super().__init__(model, return_single_mask=True)  # upstream's `_embed_points` is used as it is
         self.low_rank = low_rank
+        self.form = form
         upscaling = model.mask_decoder.output_upscaling
         if not (isinstance(upscaling[0], nn.ConvTranspose2d) and isinstance(upscaling[3], nn.ConvTranspose2d)):
             raise TypeError("unexpected output_upscaling: expected SAM's ConvTranspose2d, LayerNorm2d, GELU x2")
@@ -166,7 +202,7 @@ class LeanLowResDecoder(SamOnnxModel):  # type: ignore[misc]
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0).unsqueeze(0)
         tokens = torch.cat((output_tokens, sparse), dim=1)
         keys = image_embeddings.flatten(2).transpose(1, 2) + self._dense_tokens(mask_input, has_mask_input)
-        hs, keys = two_way_transformer(decoder.transformer, keys, self.key_pe, tokens, self.low_rank)
+        hs, keys = two_way_transformer(decoder.transformer, keys, self.key_pe, tokens, self.low_rank, self.form)
         scores = decoder.iou_prediction_head(hs[:, 0, :])  # 1, num_mask_tokens
         # SamOnnxModel.select_masks: mask 0 wins by 1000 above two prompt tokens, loses by 1000 at up to two.
         reweight = torch.zeros_like(scores)
@@ -175,12 +211,12 @@ class LeanLowResDecoder(SamOnnxModel):  # type: ignore[misc]
         hyper = torch.cat([mlp(hs[:, 1 + i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)])
         hyper = torch.index_select(hyper, 0, best)  # 1,32: the selected mask token's hypernetwork output
         upscaling = decoder.output_upscaling
-        first = _pixelwise_transposed_conv(keys[0], upscaling[0])  # N,4,64
+        first = _pixelwise_transposed_conv(keys[0], upscaling[0], self.form)  # N,4,64
         norm = upscaling[1]
         first = upscaling[2](F.layer_norm(first, (self.upscaled_channels,), norm.weight, norm.bias, norm.eps))
-        second = upscaling[4](_pixelwise_transposed_conv(first, upscaling[3]))  # N,4,4,32
+        second = upscaling[4](_pixelwise_transposed_conv(first, upscaling[3], self.form))  # N,4,4,32
         side = self.grid
-        logits = torch.matmul(second.reshape(-1, second.shape[-1]), hyper.t())  # a 2-D product, as above
+        logits = self.form.product(second.reshape(-1, second.shape[-1]), hyper.t())  # a 2-D product, as above
         logits = logits.reshape(side, side, 2, 2, 2, 2)  # i, j, a, b, c, d
         # Row 4i + 2a + c, column 4j + 2b + d (the first convolution's offset, then the second's).
         mask = logits.permute(0, 2, 4, 1, 3, 5).reshape(1, 1, 4 * side, 4 * side)

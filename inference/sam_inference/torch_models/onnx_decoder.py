@@ -24,20 +24,22 @@ import torch
 from segment_anything.modeling import Sam
 
 from .export import DEFAULT_OPSET, dummy_inputs
-from .lean_mask_decoder import LeanLowResDecoder, low_rank_max_points
+from .lean_mask_decoder import EXACT, GraphForm, LeanLowResDecoder, low_rank_max_points
 
 INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 NO_MASK = np.zeros((1, 1, 256, 256), dtype=np.float32)
 
 
-def export_low_res_decoder(model: Sam, low_rank: bool = True, opset: int = DEFAULT_OPSET) -> bytes:
-    """The ONNX bytes of `LeanLowResDecoder(model, low_rank)` (number of points dynamic)."""
+def export_low_res_decoder(
+    model: Sam, low_rank: bool = True, opset: int = DEFAULT_OPSET, form: GraphForm = EXACT
+) -> bytes:
+    """The ONNX bytes of `LeanLowResDecoder(model, low_rank, form)` (number of points dynamic)."""
     example = dummy_inputs()
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's tracer and deprecation warnings
         torch.onnx.export(
-            LeanLowResDecoder(model, low_rank).cpu().eval(),
+            LeanLowResDecoder(model, low_rank, form).cpu().eval(),
             tuple(example[name] for name in INPUTS),
             buffer,  # type: ignore[arg-type]  # the TorchScript exporter (dynamo=False) writes to file objects
             opset_version=opset,
@@ -75,16 +77,22 @@ class OnnxLowResDecoder:
         mask_input: np.ndarray | None,
     ) -> tuple[float, np.ndarray]:
         """(predicted IoU, low-res logits [1,256,256]) of the selected mask; `coords` (N x 2), `labels` (N)."""
-        feeds: dict[str, Any] = {
-            "image_embeddings": np.ascontiguousarray(embedding, dtype=np.float32),
-            "point_coords": np.ascontiguousarray(coords, dtype=np.float32)[None],
-            "point_labels": np.ascontiguousarray(labels, dtype=np.float32)[None],
-            "mask_input": NO_MASK if mask_input is None else np.asarray(mask_input, dtype=np.float32)[None],
-            "has_mask_input": np.array([0.0 if mask_input is None else 1.0], dtype=np.float32),
-        }
         session = self._sessions[len(coords) <= self._low_rank_max_points]
-        scores, low_res = session.run(None, feeds)
+        scores, low_res = session.run(None, decoder_feeds(embedding, coords, labels, mask_input))
         return float(scores[0, 0]), np.ascontiguousarray(low_res[0], dtype=np.float32)
+
+
+def decoder_feeds(
+    embedding: np.ndarray, coords: np.ndarray, labels: np.ndarray, mask_input: np.ndarray | None
+) -> dict[str, Any]:
+    """The exported decoder's inputs (`INPUTS`) for one prompt: `coords` (N x 2), `labels` (N)."""
+    return {
+        "image_embeddings": np.ascontiguousarray(embedding, dtype=np.float32),
+        "point_coords": np.ascontiguousarray(coords, dtype=np.float32)[None],
+        "point_labels": np.ascontiguousarray(labels, dtype=np.float32)[None],
+        "mask_input": NO_MASK if mask_input is None else np.asarray(mask_input, dtype=np.float32)[None],
+        "has_mask_input": np.array([0.0 if mask_input is None else 1.0], dtype=np.float32),
+    }
 
 
 def prompt_points(

@@ -34,10 +34,14 @@ def tiny_sha256(tiny_checkpoint: Path) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_predictor(tiny_checkpoint: Path) -> Any:
-    """A loaded SamEncoderPredictor on the tiny model (CPU, fp32), shared by the tests."""
+    """A loaded SamEncoderPredictor on the tiny model (CPU, fp32), shared by the tests: float32 throughout, its mask
+    decoder pinned to onnxruntime (`auto` runs OpenVINO's bfloat16 products on an AMX CPU, whose masks are
+    test_openvino_mask_decoder's), so that what it decodes is upstream's `SamPredictor` to float rounding."""
     from sam_inference.torch_models.sam_predictor import SamEncoderPredictor
 
-    predictor = SamEncoderPredictor("vit_tiny", tiny_checkpoint, device="cpu", precision="float32")
+    predictor = SamEncoderPredictor(
+        "vit_tiny", tiny_checkpoint, device="cpu", precision="float32", mask_decoder="onnxruntime"
+    )
     predictor.load()
     return predictor
 

@@ -47,8 +47,16 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def _predictor(model: Sam, engine: EngineChoice, precision: PrecisionChoice) -> SamEncoderPredictor:
     checkpoint = Path("unused.pth")  # the model is given
+    # The mask decoder pinned to float32 onnxruntime: the masks compare encoders (the OpenVINO decoder's own
+    # fidelity is test_openvino_mask_decoder's).
     predictor = SamEncoderPredictor(
-        "vit_b", checkpoint, device="cpu", precision=precision, engine=engine, model=copy.deepcopy(model)
+        "vit_b",
+        checkpoint,
+        device="cpu",
+        precision=precision,
+        engine=engine,
+        model=copy.deepcopy(model),
+        mask_decoder="onnxruntime",
     )
     predictor.load()
     return predictor

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from sam_inference.predictor import Embedding, Prompts
+from sam_inference.torch_models.engine.plan import CpuFeatures
 from sam_inference.torch_models.mask_upsampling import axis_map, upsample_mask
 from sam_inference.torch_models.sam_predictor import SamEncoderPredictor, resolve_mask_decoder
 from segment_anything import SamPredictor
@@ -63,10 +64,11 @@ def test_all_negative_logits_give_an_empty_mask() -> None:
     assert not upsample_mask(torch.full((256, 256), -0.5), *_maps(480, 640), 0.0).any()
 
 
-def test_auto_picks_onnxruntime_on_the_cpu_and_torch_on_a_gpu() -> None:
-    assert resolve_mask_decoder("auto", "cpu") == "onnxruntime"
-    assert resolve_mask_decoder("auto", "cuda") == "torch"
-    assert resolve_mask_decoder("torch", "cpu") == "torch"
+def test_auto_picks_onnxruntime_on_a_cpu_without_amx_and_torch_on_a_gpu() -> None:
+    without_amx = CpuFeatures.from_flags({"avx512_vnni", "avx512_bf16"})
+    assert resolve_mask_decoder("auto", "cpu", without_amx) == "onnxruntime"
+    assert resolve_mask_decoder("auto", "cuda", without_amx) == "torch"
+    assert resolve_mask_decoder("torch", "cpu", without_amx) == "torch"
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,7 @@ def onnx_predictor(tiny_checkpoint: Path, tiny_predictor: Any) -> SamEncoderPred
         "vit_tiny", tiny_checkpoint, precision="float32", model=tiny_predictor.model, mask_decoder="onnxruntime"
     )
     predictor.load()
-    assert predictor._onnx_decoder is not None
+    assert predictor._low_res_decoder is not None
     return predictor
 
 
@@ -120,8 +122,8 @@ def test_onnxruntime_masks_match_sampredictor_predict(
 def test_close_releases_the_model_and_the_onnxruntime_session(tiny_checkpoint: Path, tiny_predictor: Any) -> None:
     predictor = SamEncoderPredictor("vit_tiny", tiny_checkpoint, model=tiny_predictor.model)
     predictor.load()
-    assert predictor.ready and predictor._onnx_decoder is not None and predictor.memory_stats() == {}
+    assert predictor.ready and predictor._low_res_decoder is not None and predictor.memory_stats() == {}
     predictor.close()
-    assert not predictor.ready and predictor._onnx_decoder is None and predictor._dense_pe is None
+    assert not predictor.ready and predictor._low_res_decoder is None and predictor._dense_pe is None
     with pytest.raises(RuntimeError, match="not loaded"):
         predictor.model  # noqa: B018

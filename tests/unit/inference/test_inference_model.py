@@ -49,7 +49,7 @@ def eager_decoder(tiny_checkpoint: Path, tiny_predictor: Any) -> Any:
 
     predictor = SamEncoderPredictor("vit_tiny", tiny_checkpoint, model=tiny_predictor.model, mask_decoder="torch")
     predictor.load()
-    assert predictor._onnx_decoder is None and tiny_predictor._onnx_decoder is not None
+    assert predictor._low_res_decoder is None and tiny_predictor._low_res_decoder is not None
     return predictor
 
 

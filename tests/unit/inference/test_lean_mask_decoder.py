@@ -1,12 +1,13 @@
 """The lean mask decoder (low-rank cross attention, channel-last upscaling) is upstream's function (issue 13):
 its low-res logits and predicted IoU equal upstream's export (`SamOnnxModel`, single mask) within float rounding,
-in both attention forms, with and without a mask input, for clicks and boxes, on the tiny model and on ViT-B."""
+in both attention forms and both score layouts, with and without a mask input, for clicks and boxes, on the tiny
+model and on ViT-B."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from sam_inference.torch_models.lean_mask_decoder import LeanLowResDecoder, low_rank_max_points
+from sam_inference.torch_models.lean_mask_decoder import GraphForm, LeanLowResDecoder, low_rank_max_points
 from sam_inference.torch_models.tiny import build_random_sam
 from segment_anything.modeling import Sam
 from segment_anything.utils.onnx import SamOnnxModel
@@ -28,12 +29,12 @@ def _prompt(generator: torch.Generator, clicks: int, box: bool) -> tuple[torch.T
     return coords, labels
 
 
-@pytest.mark.parametrize("low_rank", [True, False])
+@pytest.mark.parametrize(("low_rank", "tokens_major"), [(True, False), (True, True), (False, False), (False, True)])
 @pytest.mark.parametrize(
     ("clicks", "box", "has_mask"), [(1, False, 0.0), (1, False, 1.0), (2, True, 1.0), (14, False, 1.0)]
 )
 def test_lean_decoder_equals_upstream_export(
-    model: Sam, low_rank: bool, clicks: int, box: bool, has_mask: float
+    model: Sam, low_rank: bool, tokens_major: bool, clicks: int, box: bool, has_mask: float
 ) -> None:
     generator = torch.Generator().manual_seed(clicks)
     embedding = torch.randn(1, 256, 64, 64, generator=generator)
@@ -45,7 +46,8 @@ def test_lean_decoder_equals_upstream_export(
         _, want_score, want_mask = upstream(
             embedding, coords, labels, mask_input, has_mask_input, torch.tensor([1024.0, 1024.0])
         )
-    score, mask = LeanLowResDecoder(model, low_rank)(embedding, coords, labels, mask_input, has_mask_input)
+    lean = LeanLowResDecoder(model, low_rank, GraphForm(tokens_major=tokens_major))
+    score, mask = lean(embedding, coords, labels, mask_input, has_mask_input)
     assert mask.shape == want_mask.shape == (1, 1, 256, 256)
     torch.testing.assert_close(score, want_score, rtol=0, atol=1e-5)
     torch.testing.assert_close(mask, want_mask, rtol=0, atol=1e-5 * max(1.0, float(want_mask.abs().max())))

@@ -44,16 +44,18 @@ class EnginePlan:
 
 @dataclass(frozen=True)
 class CpuFeatures:
-    """The x86 flags that decide the CPU precision."""
+    """The x86 flags that decide the CPU precision (and, `amx_bf16`, the masks-mode decoder's runtime)."""
 
     vnni: bool
     native_bf16: bool
+    amx_bf16: bool = False
 
     @classmethod
     def from_flags(cls, flags: set[str]) -> CpuFeatures:
         return cls(
             vnni=bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}),
             native_bf16=bool(flags & {"avx512_bf16", "amx_bf16"}),
+            amx_bf16="amx_bf16" in flags,
         )
 
 

@@ -1,0 +1,84 @@
+"""SAM's prompt encoder + mask decoder in OpenVINO, its large products in bfloat16 where the CPU computes them.
+
+The same graphs as the onnxruntime decoder (`onnx_decoder`: `LeanLowResDecoder` exported from the loaded model
+at start-up, with and without the low-rank attention, read by OpenVINO's ONNX frontend), in another
+`lean_mask_decoder.GraphForm`: the image→tokens scores tokens-major (OpenVINO's softmax runs that layout faster)
+and, where the CPU plugin reports BF16 (AVX512_BF16 or AMX), the products over the 4096 image tokens with bfloat16
+operands (`bf16_products`; sums, softmax, norms and GELU stay float32, as under `torch.autocast`). Those products
+are most of the decoder's FLOPs, and AMX runs them in bfloat16 only. On a 2-core AMX Xeon one click's graph took
+15.7 ms against onnxruntime's 23.7 ms; OpenVINO's own `INFERENCE_PRECISION_HINT: bf16` (every op in bfloat16) took
+12.9 ms but the tiny model's masks fell to IoU 0.55 at 256x256, so the hint stays f32 (bench/README). The masks keep
+IoU >= 0.98 against float32 `SamPredictor` (tests/unit/inference/test_openvino_mask_decoder.py).
+
+`SNIPPETS_MODE: DISABLE`: with OpenVINO's "snippets" (its own fused element-wise subgraphs) a bfloat16 graph
+segfaulted at compile time with one thread (openvino 2026.4) and ran ~15 % slower with two. One infer request per
+graph serves every call, under a lock (a request is not reentrant; a call already uses every thread it was given).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from typing import Any
+
+import numpy as np
+from segment_anything.modeling import Sam
+
+from .lean_mask_decoder import GraphForm, low_rank_max_points
+from .onnx_decoder import decoder_feeds, export_low_res_decoder
+
+
+def native_bf16() -> bool:
+    """OpenVINO's CPU plugin computes bfloat16 natively here (it lists BF16 among its capabilities)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def compile_config(threads: int) -> dict[str, str]:
+    """The CPU plugin's settings for the decoder (see the module docstring)."""
+    return {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": "1",
+        "INFERENCE_NUM_THREADS": str(max(1, threads)),
+        "SNIPPETS_MODE": "DISABLE",
+    }
+
+
+class OpenVinoLowResDecoder:
+    """Decodes prompts (already in the 1024-pixel input frame) against an embedding with OpenVINO; the same
+    call as `onnx_decoder.OnnxLowResDecoder`. `bf16`: the products in bfloat16 (default: where native)."""
+
+    def __init__(self, model: Sam, threads: int, bf16: bool | None = None) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        self.bf16 = native_bf16() if bf16 is None else bf16
+        form = GraphForm(tokens_major=True, bf16_products=self.bf16)
+        self._requests = {
+            low_rank: core.compile_model(
+                ov.convert_model(io.BytesIO(export_low_res_decoder(model, low_rank, form=form))),
+                "CPU",
+                compile_config(threads),
+            ).create_infer_request()
+            for low_rank in (True, False)
+        }
+        self._low_rank_max_points = low_rank_max_points(model)
+        self._lock = threading.Lock()
+
+    def __call__(
+        self,
+        embedding: np.ndarray,
+        coords: np.ndarray,
+        labels: np.ndarray,
+        mask_input: np.ndarray | None,
+    ) -> tuple[float, np.ndarray]:
+        """(predicted IoU, low-res logits [1,256,256]) of the selected mask; `coords` (N x 2), `labels` (N)."""
+        feeds: dict[str, Any] = decoder_feeds(embedding, coords, labels, mask_input)
+        request = self._requests[len(coords) <= self._low_rank_max_points]
+        with self._lock:
+            request.infer(feeds)
+            score = float(request.get_tensor("iou_predictions").data[0, 0])
+            low_res = np.array(request.get_tensor("low_res_masks").data[0], dtype=np.float32)  # a copy
+        return score, low_res

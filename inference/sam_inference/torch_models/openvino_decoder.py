@@ -5,14 +5,17 @@ at start-up, with and without the low-rank attention, read by OpenVINO's ONNX fr
 `lean_mask_decoder.GraphForm`: the image→tokens scores tokens-major (OpenVINO's softmax runs that layout faster)
 and, where the CPU plugin reports BF16 (AVX512_BF16 or AMX), the products over the 4096 image tokens with bfloat16
 operands (`bf16_products`; sums, softmax, norms and GELU stay float32, as under `torch.autocast`). Those products
-are most of the decoder's FLOPs, and AMX runs them in bfloat16 only. On a 2-core AMX Xeon one click's graph took
-15.7 ms against onnxruntime's 23.7 ms; OpenVINO's own `INFERENCE_PRECISION_HINT: bf16` (every op in bfloat16) took
-12.9 ms but the tiny model's masks fell to IoU 0.55 at 256x256, so the hint stays f32 (bench/README). The masks keep
-IoU >= 0.98 against float32 `SamPredictor` (tests/unit/inference/test_openvino_mask_decoder.py).
+are most of the decoder's FLOPs, and AMX runs them in bfloat16 only. On a 2-core AMX Xeon one click's graph
+took 15.7-17.0 ms against onnxruntime's 22.1-23.8 ms; OpenVINO's own `INFERENCE_PRECISION_HINT: bf16` (every op
+in bfloat16) took 12.8-13.8 ms but the tiny model's masks fell to IoU 0.55 at 256x256, so the hint stays f32
+(bench/README). The masks keep IoU >= 0.98 against float32 `SamPredictor`
+(tests/unit/inference/test_openvino_mask_decoder.py).
 
-`SNIPPETS_MODE: DISABLE`: with OpenVINO's "snippets" (its own fused element-wise subgraphs) a bfloat16 graph
-segfaulted at compile time with one thread (openvino 2026.4) and ran ~15 % slower with two. One infer request per
-graph serves every call, under a lock (a request is not reentrant; a call already uses every thread it was given).
+`SNIPPETS_MODE: DISABLE`: with OpenVINO's "snippets" (its own fused element-wise subgraphs) the all-bfloat16 graph
+segfaulted at compile time with one thread (openvino 2026.4: the whole process, at start-up). The shipped graph
+compiled with them and ran ~10 % faster (measured while another job shared the cores), but a crash of the encoder
+at load is not worth that: they stay off. One infer request per graph serves every call, under a lock (a request
+is not reentrant; a call already uses every thread it was given).
 """
 
 from __future__ import annotations

@@ -52,10 +52,35 @@ def export_low_res_decoder(
     return buffer.getvalue()
 
 
-class OnnxLowResDecoder:
-    """Decodes prompts (already in the 1024-pixel input frame) against an embedding with onnxruntime."""
+class LowResDecoder:
+    """Decodes prompts (already in the 1024-pixel input frame) against an embedding with one of two exported graphs
+    (with and without the low-rank attention); a runtime supplies `_run`."""
+
+    def __init__(self, model: Sam) -> None:
+        self._low_rank_max_points = low_rank_max_points(model)
+
+    def __call__(
+        self,
+        embedding: np.ndarray,
+        coords: np.ndarray,
+        labels: np.ndarray,
+        mask_input: np.ndarray | None,
+    ) -> tuple[float, np.ndarray]:
+        """(predicted IoU, low-res logits [1,256,256]) of the selected mask; `coords` (N x 2), `labels` (N)."""
+        low_rank = len(coords) <= self._low_rank_max_points
+        score, low_res = self._run(low_rank, decoder_feeds(embedding, coords, labels, mask_input))
+        return float(score[0, 0]), np.array(low_res[0], dtype=np.float32)  # a copy: the runtime may reuse its buffer
+
+    def _run(self, low_rank: bool, feeds: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(iou_predictions, low_res_masks) of the graph `low_rank` names."""
+        raise NotImplementedError
+
+
+class OnnxLowResDecoder(LowResDecoder):
+    """The graphs in onnxruntime."""
 
     def __init__(self, model: Sam, threads: int) -> None:
+        super().__init__(model)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -67,19 +92,10 @@ class OnnxLowResDecoder:
             )
             for low_rank in (True, False)
         }
-        self._low_rank_max_points = low_rank_max_points(model)
 
-    def __call__(
-        self,
-        embedding: np.ndarray,
-        coords: np.ndarray,
-        labels: np.ndarray,
-        mask_input: np.ndarray | None,
-    ) -> tuple[float, np.ndarray]:
-        """(predicted IoU, low-res logits [1,256,256]) of the selected mask; `coords` (N x 2), `labels` (N)."""
-        session = self._sessions[len(coords) <= self._low_rank_max_points]
-        scores, low_res = session.run(None, decoder_feeds(embedding, coords, labels, mask_input))
-        return float(scores[0, 0]), np.ascontiguousarray(low_res[0], dtype=np.float32)
+    def _run(self, low_rank: bool, feeds: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        scores, low_res = self._sessions[low_rank].run(None, feeds)
+        return scores, low_res
 
 
 def decoder_feeds(

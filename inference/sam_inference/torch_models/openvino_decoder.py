@@ -27,15 +27,17 @@ from typing import Any
 import numpy as np
 from segment_anything.modeling import Sam
 
-from .lean_mask_decoder import GraphForm, low_rank_max_points
-from .onnx_decoder import decoder_feeds, export_low_res_decoder
+from .lean_mask_decoder import GraphForm
+from .onnx_decoder import LowResDecoder, export_low_res_decoder
 
 
-def native_bf16() -> bool:
+def native_bf16(core: Any | None = None) -> bool:
     """OpenVINO's CPU plugin computes bfloat16 natively here (it lists BF16 among its capabilities)."""
-    import openvino as ov
+    if core is None:
+        import openvino as ov
 
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        core = ov.Core()
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def compile_config(threads: int) -> dict[str, str]:
@@ -49,15 +51,16 @@ def compile_config(threads: int) -> dict[str, str]:
     }
 
 
-class OpenVinoLowResDecoder:
-    """Decodes prompts (already in the 1024-pixel input frame) against an embedding with OpenVINO; the same
-    call as `onnx_decoder.OnnxLowResDecoder`. `bf16`: the products in bfloat16 (default: where native)."""
+class OpenVinoLowResDecoder(LowResDecoder):
+    """The graphs in OpenVINO (see the module docstring); `bf16`: the products in bfloat16 (default: where
+    native)."""
 
     def __init__(self, model: Sam, threads: int, bf16: bool | None = None) -> None:
         import openvino as ov
 
+        super().__init__(model)
         core = ov.Core()
-        self.bf16 = native_bf16() if bf16 is None else bf16
+        self.bf16 = native_bf16(core) if bf16 is None else bf16
         form = GraphForm(tokens_major=True, bf16_products=self.bf16)
         self._requests = {
             low_rank: core.compile_model(
@@ -67,21 +70,13 @@ class OpenVinoLowResDecoder:
             ).create_infer_request()
             for low_rank in (True, False)
         }
-        self._low_rank_max_points = low_rank_max_points(model)
         self._lock = threading.Lock()
 
-    def __call__(
-        self,
-        embedding: np.ndarray,
-        coords: np.ndarray,
-        labels: np.ndarray,
-        mask_input: np.ndarray | None,
-    ) -> tuple[float, np.ndarray]:
-        """(predicted IoU, low-res logits [1,256,256]) of the selected mask; `coords` (N x 2), `labels` (N)."""
-        feeds: dict[str, Any] = decoder_feeds(embedding, coords, labels, mask_input)
-        request = self._requests[len(coords) <= self._low_rank_max_points]
-        with self._lock:
+    def _run(self, low_rank: bool, feeds: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        request = self._requests[low_rank]
+        with self._lock:  # the outputs are the request's own buffers: copied before another call can write them
             request.infer(feeds)
-            score = float(request.get_tensor("iou_predictions").data[0, 0])
-            low_res = np.array(request.get_tensor("low_res_masks").data[0], dtype=np.float32)  # a copy
-        return score, low_res
+            return (
+                np.array(request.get_tensor("iou_predictions").data),
+                np.array(request.get_tensor("low_res_masks").data),
+            )

@@ -37,7 +37,7 @@ from .engine.openvino_encoder import (
 from .engine.plan import CpuFeatures, EngineChoice, EnginePlan, Precision, PrecisionChoice, cpu_features, resolve_plan
 from .mask_upsampling import axis_map, upsample_mask
 from .model import load_sam
-from .onnx_decoder import OnnxLowResDecoder, prompt_points
+from .onnx_decoder import LowResDecoder, OnnxLowResDecoder, prompt_points
 from .openvino_decoder import OpenVinoLowResDecoder
 from .predictor_base import TorchPredictorBase, best_mask
 
@@ -84,7 +84,7 @@ class SamEncoderPredictor(TorchPredictorBase):
         self.precision = precision
         self.engine = engine
         self.mask_decoder = mask_decoder
-        self._low_res_decoder: OnnxLowResDecoder | OpenVinoLowResDecoder | None = None
+        self._low_res_decoder: LowResDecoder | None = None
         self.plan: EnginePlan | None = None
         self._encoder: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.warm_up_batch = warm_up_batch

@@ -17,9 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.cluster import HACK, Cluster, wait_for
 from harness.kind import pods, port_forward, ready_pods
-from harness.kind_release import RELEASE, Kind, Release, encoder_image, helm, restricted_namespace
-
-CHART = HACK.parent / "charts" / "sam-operator"
+from harness.kind_release import Kind, Release, encoder_image, restricted_namespace, upgrade_release
 
 
 def report(line: str) -> None:
@@ -69,20 +67,9 @@ def running_metrics_stack(kind: Kind, release: Release) -> Iterator[Metrics]:
     url = f"http://prometheus.{namespace}.svc:9090"
     repository, tag = images["ADAPTER_IMAGE"].rsplit(":", 1)
     # The chart's adapter (its rules are what the HPA reads), and a gateway that checks for idle models often.
-    upgrade = [
-        "upgrade",
-        RELEASE,
-        str(CHART),
-        "-n",
-        release.namespace,
-        "--reuse-values",
-        "--wait",
-        "--timeout",
-        "5m",
-    ]
-    helm(
+    upgrade_release(
         cluster,
-        *upgrade,
+        release.namespace,
         "--set",
         "prometheusAdapter.deploy.enabled=true",
         "--set",
@@ -111,7 +98,7 @@ def running_metrics_stack(kind: Kind, release: Release) -> Iterator[Metrics]:
     # Another upgrade keeps the serving certificate (a new CA in the caBundle before the pod had the new cert
     # would make the aggregator refuse the adapter): the caBundle is unchanged and the APIService stays Available.
     ca_bundle = cluster.get_json("apiservice", APISERVICE)["spec"]["caBundle"]
-    helm(cluster, *upgrade)
+    upgrade_release(cluster, release.namespace)
     after = cluster.get_json("apiservice", APISERVICE)
     assert after["spec"]["caBundle"] == ca_bundle
     assert condition_of(after, "Available") == "True", after.get("status")

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from harness.cluster import REPO, Cluster
+from harness.helm import CHART
 from harness.helm import helm as run_helm
 from harness.kind import ready_pods
 from harness.operator import sammodel
@@ -70,6 +71,14 @@ def restricted_namespace(cluster: Cluster, prefix: str) -> str:
 def helm(cluster: Cluster, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """helm against the kind cluster (long default timeout: images are pulled from the node's store)."""
     return run_helm(*args, cluster=cluster, timeout=timeout)
+
+
+def upgrade_release(cluster: Cluster, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`helm upgrade` of the test release with its values kept (`--reuse-values`) and `args` on top, waiting for
+    the rollout (5 minutes)."""
+    return helm(
+        cluster, "upgrade", RELEASE, str(CHART), "-n", namespace, "--reuse-values", *args, "--wait", "--timeout", "5m"
+    )
 
 
 def checkpoint_server_manifests(image: str) -> list[dict[str, Any]]:

@@ -9,9 +9,8 @@ import uuid
 
 import pytest
 from harness.cluster import wait_for
-from harness.helm import CHART
 from harness.kind import container_status, exec_in, logs, pods, ready_pods
-from harness.kind_release import RELEASE, Checkpoint, Kind, Model, Release, helm, tiny_sammodel
+from harness.kind_release import RELEASE, Checkpoint, Kind, Model, Release, helm, tiny_sammodel, upgrade_release
 from harness.sam import condition, wait_condition
 
 pytestmark = [pytest.mark.kind]
@@ -87,19 +86,11 @@ def test_helm_upgrade_rolls_the_operator_pod_and_models_stay_ready(
     kind: Kind, release: Release, embedding_model: Model
 ) -> None:
     (before,) = ready_pods(kind.cluster, release.namespace, release.operator_selector, 1)
-    helm(
+    upgrade_release(
         kind.cluster,
-        "upgrade",
-        RELEASE,
-        str(CHART),
-        "-n",
         release.namespace,
-        "--reuse-values",
         "--set",
         f"operator.podAnnotations.samoperator\\.io/rollout={uuid.uuid4().hex[:8]}",
-        "--wait",
-        "--timeout",
-        "5m",
     )
     (after,) = ready_pods(kind.cluster, release.namespace, release.operator_selector, 1, timeout=300)
     assert after["metadata"]["uid"] != before["metadata"]["uid"]

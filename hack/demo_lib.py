@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 TTY = sys.stdout.isatty()
+DIRECT_PORT_RANGE_SIZE = 16  # the CVAT direct-mode ports the demos' operator allocates (the chart's default)
 
 
 class DemoError(RuntimeError):
@@ -286,13 +287,18 @@ def run(argv: list[str], env: Mapping[str, str] | None = None, input: str | None
 
 def chart_install(release: str, namespace: str, *sets: str, timeout: str, create_namespace: bool = False) -> list[str]:
     """helm arguments: ``upgrade --install`` charts/sam-operator, waiting, with the CVAT direct-mode ports taken from
-    a free region of this machine (the demos forward them 1:1, so nothing here may hold them)."""
-    from harness.processes import free_port
+    a free region of this machine below its ephemeral ports (the demos forward them 1:1, so nothing here may hold
+    them, and no outgoing connection may take one as its source port)."""
+    from harness.processes import free_port_block
 
-    base = min(free_port(), 65000)
+    base = free_port_block(DIRECT_PORT_RANGE_SIZE)
     args = ["upgrade", "--install", release, str(REPO / "charts" / "sam-operator"), "-n", namespace]
     args += ["--create-namespace"] if create_namespace else []
-    for value in (f"operator.directPorts.base={base}", *sets):
+    for value in (
+        f"operator.directPorts.base={base}",
+        f"operator.directPorts.rangeSize={DIRECT_PORT_RANGE_SIZE}",
+        *sets,
+    ):
         args += ["--set", value]
     return [*args, "--wait", "--timeout", timeout]
 

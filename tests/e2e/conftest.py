@@ -9,7 +9,7 @@ from harness.cluster import REPO, Cluster
 from harness.gateway import Gateway
 from harness.model_server import CheckpointServer, serve_tiny_checkpoint
 from harness.operator import RunningOperator
-from harness.processes import free_port
+from harness.processes import free_port_block
 
 
 @pytest.fixture(scope="session")
@@ -33,10 +33,10 @@ def e2e_namespace(cluster: Cluster) -> Iterator[str]:
 def e2e_operator(
     cluster: Cluster, e2e_namespace: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningOperator]:
-    # Direct-mode ports from a free region, so parallel runs or a demo on this machine don't collide.
-    base = free_port()
+    # Direct-mode ports from a free region below the ephemeral ports, so parallel runs, a demo or an outgoing
+    # connection on this machine don't hold them first.
     env = {
-        "SAM_OPERATOR_DIRECT_PORT_BASE": str(min(base, 65000)),
+        "SAM_OPERATOR_DIRECT_PORT_BASE": str(free_port_block(200)),
         "SAM_OPERATOR_DIRECT_PORT_RANGE_SIZE": "200",
         "SAM_OPERATOR_NAMESPACES": f'["{e2e_namespace}"]',
     }

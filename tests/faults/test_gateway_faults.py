@@ -18,13 +18,14 @@ from harness.cluster import Cluster, wait_for
 from harness.cvat import CvatClient, interactor_payload, synthetic_image
 from harness.operator import RunningOperator, sammodel
 from harness.pods import ADDRESS_ANNOTATION
-from harness.processes import ManagedProcess, free_port, gateway_process
+from harness.processes import ManagedProcess, free_port, free_port_block, gateway_process
 from harness.sam import wait_condition
 
 pytestmark = pytest.mark.cluster
 
 STUB = Path(__file__).with_name("stub_replica.py")
 UPSTREAM_TIMEOUT_S = 2.0
+DIRECT_PORTS = 100  # the operator's CVAT direct-mode range, below the ephemeral ports (free_port_block)
 FAST_S = 5.0  # "well under" CVAT's 120 s, and under the gateway's own default deadline by far
 
 
@@ -71,7 +72,11 @@ def replicas(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Repli
 def gateway(
     cluster: Cluster, namespace: str, start_operator: Callable[..., RunningOperator], tmp_path: Path
 ) -> Iterator[CvatClient]:
-    start_operator(namespace, SAM_OPERATOR_DIRECT_PORT_BASE=str(min(free_port(), 65000)))
+    start_operator(
+        namespace,
+        SAM_OPERATOR_DIRECT_PORT_BASE=str(free_port_block(DIRECT_PORTS)),
+        SAM_OPERATOR_DIRECT_PORT_RANGE_SIZE=str(DIRECT_PORTS),
+    )
     port = free_port()
     proc = gateway_process(
         cluster.kubeconfig,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,6 +20,38 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_BLOCK_PORT = 10000
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port_block(size: int) -> int:
+    """The first of `size` consecutive loopback ports, free now, below this machine's ephemeral range: a range for
+    CVAT direct-mode ports, which a gateway binds later, after its own connections are open. Inside the ephemeral
+    range (where `free_port` answers) any outgoing connection may take one of them as its source port first: a CI
+    demo failed on "[Errno 98] ... address already in use" for a direct port in a block chosen that way."""
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    if low - size <= LOWEST_BLOCK_PORT:
+        return min(free_port(), 65535 - size)
+    rng = random.Random()  # parallel runs on one machine start in different places
+    for _ in range(100):
+        base = rng.randrange(LOWEST_BLOCK_PORT, low - size)
+        if all(_bindable(port) for port in range(base, base + size)):
+            return base
+    raise RuntimeError(f"no {size} consecutive free ports between {LOWEST_BLOCK_PORT} and {low}")
 
 
 def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:

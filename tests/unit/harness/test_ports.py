@@ -1,0 +1,38 @@
+"""The harness's port blocks for CVAT direct-mode ranges: free, and out of the kernel's ephemeral range."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from harness import processes
+from harness.processes import free_port_block
+
+
+def _ephemeral_low() -> int:
+    return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+
+
+def test_a_block_is_free_and_below_the_ephemeral_ports() -> None:
+    base = free_port_block(64)
+    assert base >= processes.LOWEST_BLOCK_PORT and base + 64 <= _ephemeral_low()
+    listeners = []
+    try:
+        for port in range(base, base + 64):  # every port of it binds
+            s = socket.socket()
+            listeners.append(s)
+            s.bind(("127.0.0.1", port))
+    finally:
+        for s in listeners:
+            s.close()
+
+
+def test_a_block_skips_a_port_someone_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        taken = held.getsockname()[1]
+        # Two draws whose block covers the held port, then one just past it.
+        bases = iter([taken - 3, taken - 7, taken + 1])
+        monkeypatch.setattr(processes.random.Random, "randrange", lambda self, a, b: next(bases))
+        assert free_port_block(8) == taken + 1

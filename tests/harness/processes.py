@@ -35,23 +35,33 @@ def _bindable(port: int) -> bool:
         return True
 
 
-def free_port_block(size: int) -> int:
-    """The first of `size` consecutive loopback ports, free now, below this machine's ephemeral range: a range for
-    CVAT direct-mode ports, which a gateway binds later, after its own connections are open. Inside the ephemeral
-    range (where `free_port` answers) any outgoing connection may take one of them as its source port first: a CI
-    demo failed on "[Errno 98] ... address already in use" for a direct port in a block chosen that way."""
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's ephemeral port range (the source ports of outgoing connections), Linux's default if unknown."""
     try:
-        low = int(EPHEMERAL_RANGE.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768  # Linux's default
-    if low - size <= LOWEST_BLOCK_PORT:
-        return min(free_port(), 65535 - size)
+        low, high = (int(field) for field in EPHEMERAL_RANGE.read_text().split()[:2])
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+def free_port_block(size: int) -> int:
+    """The first of `size` consecutive loopback ports, free now, outside this machine's ephemeral range: a range
+    for CVAT direct-mode ports, which a gateway binds later, after its own connections are open. Inside the
+    ephemeral range (where `free_port` answers) any outgoing connection may take one of them as its source port
+    first: a CI demo failed on "[Errno 98] ... address already in use" for a direct port in a block chosen that
+    way. Below the range where it leaves room, else above it; an error where neither has room."""
+    low, high = ephemeral_range()
+    below, above = (LOWEST_BLOCK_PORT, low - size), (high + 1, 65536 - size)
+    spans = [(first, last) for first, last in (below, above) if first < last]
+    if not spans:
+        raise RuntimeError(f"no room for {size} ports outside the ephemeral range {low}-{high}")
     rng = random.Random()  # parallel runs on one machine start in different places
     for _ in range(100):
-        base = rng.randrange(LOWEST_BLOCK_PORT, low - size)
+        first, last = spans[0] if len(spans) == 1 or rng.random() < 0.9 else spans[1]
+        base = rng.randrange(first, last)
         if all(_bindable(port) for port in range(base, base + size)):
             return base
-    raise RuntimeError(f"no {size} consecutive free ports between {LOWEST_BLOCK_PORT} and {low}")
+    raise RuntimeError(f"no {size} consecutive free ports outside the ephemeral range {low}-{high}")
 
 
 def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:

@@ -10,13 +10,10 @@ from harness import processes
 from harness.processes import free_port_block
 
 
-def _ephemeral_low() -> int:
-    return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-
-
 def test_a_block_is_free_and_below_the_ephemeral_ports() -> None:
     base = free_port_block(64)
-    assert base >= processes.LOWEST_BLOCK_PORT and base + 64 <= _ephemeral_low()
+    low, high = processes.ephemeral_range()
+    assert base >= processes.LOWEST_BLOCK_PORT and (base + 64 <= low or base > high)
     listeners = []
     try:
         for port in range(base, base + 64):  # every port of it binds
@@ -36,3 +33,14 @@ def test_a_block_skips_a_port_someone_holds(monkeypatch: pytest.MonkeyPatch) -> 
         bases = iter([taken - 3, taken - 7, taken + 1])
         monkeypatch.setattr(processes.random.Random, "randrange", lambda self, a, b: next(bases))
         assert free_port_block(8) == taken + 1
+
+
+def test_a_range_that_starts_low_gives_a_block_above_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ports = tmp_path / "ip_local_port_range"
+    ports.write_text("1024\t60999\n")
+    monkeypatch.setattr(processes, "EPHEMERAL_RANGE", ports)
+    base = free_port_block(16)
+    assert base >= 61000 and base + 16 <= 65536
+    ports.write_text("1024\t65535\n")  # no room on either side: an error, never a block the kernel may hand out
+    with pytest.raises(RuntimeError, match="outside the ephemeral range 1024-65535"):
+        free_port_block(16)

@@ -131,7 +131,8 @@ def test_fuse_attention_replaces_every_attention_in_place() -> None:
 def test_int8_linear_stays_close_to_float32_for_any_leading_shape() -> None:
     torch.manual_seed(0)
     linear = torch.nn.Linear(96, 40).eval()
-    int8 = DynamicInt8Linear(linear, weight_levels())
+    int8 = DynamicInt8Linear(linear)
+    assert int8.levels == weight_levels()
     x = torch.randn(2, 3, 5, 96)
     with torch.inference_mode():
         got, want = int8(x), linear(x)
@@ -167,6 +168,17 @@ def test_quantize_linears_takes_7_bit_weights_only_without_vnni(monkeypatch: pyt
     assert [m.levels for m in linears(CpuFeatures(vnni=True, native_bf16=False))] == [127, 127]
     assert [m.levels for m in linears(CpuFeatures(vnni=False, native_bf16=True))] == [63, 63]
     assert "63-level weights" in repr(linears(CpuFeatures(vnni=False, native_bf16=False))[0])
+
+
+def test_an_int8_linear_made_directly_takes_the_cpus_safe_levels(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The default belongs to the layer, not only to quantize_linears: a direct caller on a CPU without VNNI
+    # must not get the saturating 8-bit weights.
+    linear = torch.nn.Linear(8, 4)
+    for features, levels in ((CpuFeatures(vnni=True, native_bf16=False), 127), (CpuFeatures(False, False), 63)):
+        monkeypatch.setattr(int8_module, "cpu_features", lambda features=features: features)
+        assert features.int8_saturates is (levels == 63)
+        assert DynamicInt8Linear(linear).levels == levels
+        assert DynamicInt8Linear(linear, 127).levels == 127
 
 
 def test_quantize_linears_counts_the_swapped_layers() -> None:

@@ -32,7 +32,7 @@ OVERFLOW_SAFE_WEIGHT_LEVELS = 63  # 7 bits: a pair of u8 x s7 products fits fbge
 
 def weight_levels() -> int:
     """The symmetric weight range this CPU's int8 kernels take without overflow."""
-    return FULL_WEIGHT_LEVELS if cpu_features().vnni else OVERFLOW_SAFE_WEIGHT_LEVELS
+    return OVERFLOW_SAFE_WEIGHT_LEVELS if cpu_features().int8_saturates else FULL_WEIGHT_LEVELS
 
 
 def _pack(linear: nn.Linear, levels: int) -> Any:
@@ -47,14 +47,15 @@ def _pack(linear: nn.Linear, levels: int) -> Any:
 
 
 class DynamicInt8Linear(nn.Module):
-    """`linear`'s function with int8 weights and per-call int8 activations (inference only, CPU)."""
+    """`linear`'s function with int8 weights and per-call int8 activations (inference only, CPU). `levels`: the
+    weights' symmetric range, by default what this CPU takes without overflow (`weight_levels`)."""
 
-    def __init__(self, linear: nn.Linear, levels: int = FULL_WEIGHT_LEVELS) -> None:
+    def __init__(self, linear: nn.Linear, levels: int | None = None) -> None:
         super().__init__()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
-        self.levels = levels
-        self._packed = _pack(linear, levels)
+        self.levels = weight_levels() if levels is None else levels
+        self._packed = _pack(linear, self.levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -70,11 +71,10 @@ class DynamicInt8Linear(nn.Module):
 def quantize_linears(module: nn.Module, levels: int | None = None) -> int:
     """Replace every `nn.Linear` under `module` in place; returns how many were replaced. `levels`: the weights'
     symmetric range, by default what this CPU takes without overflow (`weight_levels`)."""
-    chosen = weight_levels() if levels is None else levels
     replaced = 0
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(parent, name, DynamicInt8Linear(child, chosen))
+                setattr(parent, name, DynamicInt8Linear(child, levels))
                 replaced += 1
     return replaced

@@ -53,7 +53,7 @@ def ir_cache_key(checkpoint: Path, variant: str, precision: str) -> str:
     stat = checkpoint.stat()
     parts = [IR_FORMAT, str(checkpoint.resolve()), str(stat.st_size), str(stat.st_mtime_ns), variant, precision]
     parts += [openvino.__version__, nncf.__version__]
-    if precision == "int8" and not cpu_features().vnni:
+    if precision == "int8" and cpu_features().int8_saturates:
         parts.append("7-bit weights")  # quantize's overflow fix: this CPU's IR is not a VNNI CPU's
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
@@ -125,7 +125,8 @@ def quantize(model: Any, inputs: list[np.ndarray]) -> Any:
             ignored_scope=nncf.IgnoredScope(types=["Convolution"], patterns=[ATTENTION_MATMULS], validate=False),
             subset_size=len(inputs),
             advanced_parameters=AdvancedQuantizationParameters(
-                smooth_quant_alphas=smoothing, overflow_fix=None if cpu_features().vnni else OverflowFix.ENABLE
+                smooth_quant_alphas=smoothing,
+                overflow_fix=OverflowFix.ENABLE if cpu_features().int8_saturates else None,
             ),
         )
 

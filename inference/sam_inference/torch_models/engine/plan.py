@@ -67,6 +67,12 @@ class CpuFeatures:
             amx_bf16="amx_bf16" in flags,
         )
 
+    @property
+    def int8_saturates(self) -> bool:
+        """Whether int8 products add in saturating int16 pairs here (`vpmaddubsw`: no VNNI), so int8 weights
+        must keep to 7 bits (`int8.weight_levels`, OpenVINO's overflow fix and its IR key)."""
+        return not self.vnni
+
 
 def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     """The `flags` of the first processor in /proc/cpuinfo (empty where it does not exist)."""
@@ -88,7 +94,7 @@ def cpu_features() -> CpuFeatures:
 
 def derive_cpu_precision(features: CpuFeatures, int8_kernels: bool) -> Precision:
     """The fastest CPU precision that holds fidelity (cosine >= 0.99, tests/unit/inference/test_engine_*)."""
-    if features.vnni and int8_kernels:
+    if int8_kernels and not features.int8_saturates:
         return "int8"
     if features.native_bf16:
         return "bfloat16"
@@ -157,9 +163,9 @@ def resolve_plan(
         if engine == "openvino" and auto == "bfloat16":
             auto = "float32"  # OpenVINO computes float32 or int8 (OpenVinoEncoder pins f32 for what is not int8)
     plan = derive_plan(engine, precision, device, auto, openvino_prepared)
-    if plan.precision == "int8" and not cpu_features().vnni:
+    if plan.precision == "int8" and cpu_features().int8_saturates:
         log.warning(
-            "precision int8 on a CPU without VNNI: its int8 products saturate, so the weights take 7 bits; "
-            "random-weight ViT-B masks reached IoU 0.978 against float32 (0.983 with VNNI); auto runs float32 here"
+            "precision int8 on a CPU without VNNI: its int8 products saturate, so the weights take 7 bits and "
+            "masks lose fidelity (bench/README, 'An AVX2-only CPU'); auto runs float32 here"
         )
     return plan

@@ -33,6 +33,11 @@ from segment_anything.utils.onnx import SamOnnxModel
 from torch import Tensor, nn
 
 
+def as_tokens(embedding: Tensor) -> Tensor:
+    """An image embedding (B, C, H, W) as its image tokens (B, H·W, C), channel-last (a view)."""
+    return embedding.flatten(2).transpose(1, 2)
+
+
 def _per_head(weight: Tensor, heads: int) -> Tensor:
     """A projection weight (D, C) as (heads, D / heads, C)."""
     rows, columns = weight.shape
@@ -163,12 +168,29 @@ class LeanLowResDecoder(SamOnnxModel):  # type: ignore[misc]
     """Prompt encoder + mask decoder of `model`, from upstream export's inputs to (iou_predictions [1,1],
     low_res_masks [1,1,256,256]) of the selected mask (see the module docstring); `low_rank` and `form` as in
     `two_way_transformer` (a graph is exported for each `low_rank`: `low_rank_max_points` says which one pays;
-    `form` also governs the upscaling's products)."""
+    `form` also governs the upscaling's products).
 
-    def __init__(self, model: Sam, low_rank: bool = True, form: GraphForm = EXACT) -> None:
+    `mask_prompt`: None takes upstream's `mask_input` and `has_mask_input` and mixes the mask's embedding with the
+    no-mask one by `has_mask_input`; False takes neither (the no-mask embedding, and no mask downscaling in the
+    graph: a first click); True takes `mask_input` alone, always used (a refinement). Each is upstream's function
+    at the `has_mask_input` it implies, and the last two skip the mixing passes over the N image tokens.
+
+    `token_input`: the first input is the embedding already as image tokens, (1, N, C) channel-last (`as_tokens`),
+    instead of upstream's (1, C, 64, 64): a caller that decodes many prompts on one embedding lays it out once."""
+
+    def __init__(
+        self,
+        model: Sam,
+        low_rank: bool = True,
+        form: GraphForm = EXACT,
+        mask_prompt: bool | None = None,
+        token_input: bool = False,
+    ) -> None:
         super().__init__(model, return_single_mask=True)  # upstream's `_embed_points` is used as it is
         self.low_rank = low_rank
         self.form = form
+        self.mask_prompt = mask_prompt
+        self.token_input = token_input
         upscaling = model.mask_decoder.output_upscaling
         if not (isinstance(upscaling[0], nn.ConvTranspose2d) and isinstance(upscaling[3], nn.ConvTranspose2d)):
             raise TypeError("unexpected output_upscaling: expected SAM's ConvTranspose2d, LayerNorm2d, GELU x2")
@@ -179,13 +201,18 @@ class LeanLowResDecoder(SamOnnxModel):  # type: ignore[misc]
         self.grid = int(pe.shape[-1])  # 64 image tokens a side
         self.upscaled_channels = int(upscaling[1].weight.shape[0])
 
-    def _dense_tokens(self, mask_input: Tensor, has_mask_input: Tensor) -> Tensor:
-        """`SamOnnxModel._embed_masks` as (1, N, C): the last 1x1 convolution done on channel-last pixels."""
+    def _dense_tokens(self, mask_input: Tensor | None, has_mask_input: Tensor | None) -> Tensor:
+        """`SamOnnxModel._embed_masks` as (1, N, C) (or (1, C), the same for every token, without a mask): the
+        last 1x1 convolution done on channel-last pixels; `mask_prompt` says which inputs there are."""
+        no_mask = self.model.prompt_encoder.no_mask_embed.weight
+        if self.mask_prompt is False or mask_input is None:
+            return no_mask  # type: ignore[no-any-return]
         downscaling = self.model.prompt_encoder.mask_downscaling
         hidden = downscaling[:-1](mask_input).flatten(2).transpose(1, 2)  # 1,N,16
         last = downscaling[-1]
         masked = F.linear(hidden, last.weight.flatten(1), last.bias)
-        no_mask = self.model.prompt_encoder.no_mask_embed.weight
+        if self.mask_prompt or has_mask_input is None:
+            return masked
         return has_mask_input * masked + (1 - has_mask_input) * no_mask  # type: ignore[no-any-return]
 
     @torch.no_grad()
@@ -194,14 +221,15 @@ class LeanLowResDecoder(SamOnnxModel):  # type: ignore[misc]
         image_embeddings: Tensor,
         point_coords: Tensor,
         point_labels: Tensor,
-        mask_input: Tensor,
-        has_mask_input: Tensor,
+        mask_input: Tensor | None = None,
+        has_mask_input: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         decoder = self.model.mask_decoder
         sparse = self._embed_points(point_coords, point_labels)
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0).unsqueeze(0)
         tokens = torch.cat((output_tokens, sparse), dim=1)
-        keys = image_embeddings.flatten(2).transpose(1, 2) + self._dense_tokens(mask_input, has_mask_input)
+        tokens_in = image_embeddings if self.token_input else as_tokens(image_embeddings)
+        keys = tokens_in + self._dense_tokens(mask_input, has_mask_input)
         hs, keys = two_way_transformer(decoder.transformer, keys, self.key_pe, tokens, self.low_rank, self.form)
         scores = decoder.iou_prediction_head(hs[:, 0, :])  # 1, num_mask_tokens
         # SamOnnxModel.select_masks: mask 0 wins by 1000 above two prompt tokens, loses by 1000 at up to two.

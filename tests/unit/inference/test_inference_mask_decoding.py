@@ -11,6 +11,7 @@ import torch
 from sam_inference.predictor import Embedding, Prompts
 from sam_inference.torch_models.engine.plan import CpuFeatures
 from sam_inference.torch_models.mask_upsampling import axis_map, upsample_mask
+from sam_inference.torch_models.onnx_decoder import ImageTokens
 from sam_inference.torch_models.sam_predictor import SamEncoderPredictor, resolve_mask_decoder
 from segment_anything import SamPredictor
 from segment_anything.utils.transforms import ResizeLongestSide
@@ -127,3 +128,17 @@ def test_close_releases_the_model_and_the_onnxruntime_session(tiny_checkpoint: P
     assert not predictor.ready and predictor._low_res_decoder is None and predictor._dense_pe is None
     with pytest.raises(RuntimeError, match="not loaded"):
         predictor.model  # noqa: B018
+
+
+def test_image_tokens_are_laid_out_once_per_embedding_and_kept_for_the_last_few() -> None:
+    tokens = ImageTokens(kept=2)
+    rng = np.random.default_rng(0)
+    first, second, third = (rng.standard_normal((1, 256, 64, 64)).astype(np.float32) for _ in range(3))
+    laid_out = tokens(first)
+    np.testing.assert_array_equal(laid_out, first.reshape(1, 256, -1).transpose(0, 2, 1))
+    assert laid_out.flags["C_CONTIGUOUS"] and laid_out.dtype == np.float32
+    assert tokens(first) is laid_out  # the same embedding: not laid out again
+    assert tokens(first.copy()) is not laid_out  # equal values, another array: keyed by the array, not by value
+    tokens(second), tokens(third)  # the two most recent are kept: `first` (and its copy) fall out
+    assert tokens(first) is not laid_out
+    np.testing.assert_array_equal(tokens(first), laid_out)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from sam_inference.torch_models.lean_mask_decoder import GraphForm, LeanLowResDecoder, low_rank_max_points
+from sam_inference.torch_models.lean_mask_decoder import GraphForm, LeanLowResDecoder, as_tokens, low_rank_max_points
 from sam_inference.torch_models.tiny import build_random_sam
 from segment_anything.modeling import Sam
 from segment_anything.utils.onnx import SamOnnxModel
@@ -56,3 +56,27 @@ def test_lean_decoder_equals_upstream_export(
 def test_low_rank_form_is_chosen_while_it_takes_fewer_flops(model: Sam) -> None:
     # 8 heads x (1 IoU + 4 mask tokens + 11 points) = 128, the internal dim: one more point and it costs more.
     assert low_rank_max_points(model) == 11
+
+
+@pytest.mark.parametrize("low_rank", [True, False])
+@pytest.mark.parametrize("mask_prompt", [False, True])
+def test_a_graph_for_one_mask_prompt_is_upstream_at_the_has_mask_input_it_implies(
+    model: Sam, low_rank: bool, mask_prompt: bool
+) -> None:
+    """The runtimes' graphs: without a mask input (a first click: no mask downscaling) and with one always given,
+    reading the embedding as image tokens (`token_input`)."""
+    generator = torch.Generator().manual_seed(7)
+    embedding = torch.randn(1, 256, 64, 64, generator=generator)
+    coords, labels = _prompt(generator, 2, False)
+    mask_input = torch.randn(1, 1, 256, 256, generator=generator) * 4
+    upstream = SamOnnxModel(model, return_single_mask=True).eval()
+    with torch.no_grad():
+        _, want_score, want_mask = upstream(
+            embedding, coords, labels, mask_input, torch.tensor([float(mask_prompt)]), torch.tensor([1024.0, 1024.0])
+        )
+    lean = LeanLowResDecoder(model, low_rank, GraphForm(tokens_major=True), mask_prompt=mask_prompt, token_input=True)
+    tokens = as_tokens(embedding).contiguous()
+    assert tokens.shape == (1, 64 * 64, 256)
+    score, mask = lean(tokens, coords, labels, mask_input if mask_prompt else None)
+    torch.testing.assert_close(score, want_score, rtol=0, atol=1e-5)
+    torch.testing.assert_close(mask, want_mask, rtol=0, atol=1e-5 * max(1.0, float(want_mask.abs().max())))

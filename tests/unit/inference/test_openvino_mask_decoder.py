@@ -105,3 +105,25 @@ def test_openvino_masks_keep_iou_over_a_refinement_chain(
         assert got.low_res is not None
         assert _cosine(got.low_res, low_res[best]) >= 0.999
         ours, theirs = got.low_res, low_res[best][None]
+
+
+def test_the_decoder_reads_its_inputs_in_place_without_writing_them_and_returns_arrays_of_its_own(
+    tiny_predictor: Any,
+) -> None:
+    """The requests share the caller's arrays and their own outputs (`share_inputs`, `share_outputs`): the
+    embedding and mask input stay as they were, and one call's answer survives the next call."""
+    decoder = OpenVinoLowResDecoder(tiny_predictor.model, threads=2)
+    rng = np.random.default_rng(4)
+    embedding = rng.standard_normal((1, 256, 64, 64)).astype(np.float32)
+    mask = rng.standard_normal((1, 256, 256)).astype(np.float32)
+    embedding_before, mask_before = embedding.copy(), mask.copy()
+    coords, labels = prompt_points(np.array([[300.0, 200.0]]), np.ones(1), None)
+    score, first = decoder(embedding, coords, labels, None)
+    kept = first.copy()
+    _, second = decoder(embedding, *prompt_points(np.array([[700.0, 500.0]]), np.ones(1), None), None)
+    assert not np.array_equal(second, kept)  # another answer went through the same request's buffers...
+    np.testing.assert_array_equal(first, kept)  # ...and the first one is unchanged
+    decoder(embedding, coords, labels, mask)
+    np.testing.assert_array_equal(embedding, embedding_before)
+    np.testing.assert_array_equal(mask, mask_before)
+    assert decoder(embedding, coords, labels, None)[0] == pytest.approx(score, abs=1e-6)

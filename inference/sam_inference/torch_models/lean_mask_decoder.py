@@ -51,7 +51,7 @@ class GraphForm:
     `tokens_major`: image→tokens scores laid out (B, H·T, N), the softmax over each head's T rows, instead of
     (B, N, H·T) with a softmax over rows of T. OpenVINO's softmax runs that layout about 2x faster (rows of 4096
     instead of 7), onnxruntime's a little slower (bench/README).
-    `bf16_products`: those products (the 10 attention ones, both upscaling ones and the mask's) take bfloat16
+    `bf16_products`: those products (the 10 attention ones and both upscaling ones; not the mask's) take bfloat16
     operands and give float32, as `torch.autocast` would; every sum, softmax, norm and GELU stays float32. For a
     runtime with bfloat16 MatMul kernels (OpenVINO on AMX or AVX512_BF16): the products are most of the FLOPs."""
 
@@ -244,7 +244,9 @@ class LeanLowResDecoder(SamOnnxModel):  # type: ignore[misc]
         first = upscaling[2](F.layer_norm(first, (self.upscaled_channels,), norm.weight, norm.bias, norm.eps))
         second = upscaling[4](_pixelwise_transposed_conv(first, upscaling[3], self.form))  # N,4,4,32
         side = self.grid
-        logits = self.form.product(second.reshape(-1, second.shape[-1]), hyper.t())  # a 2-D product, as above
+        # A 2-D product, as above, in float32 whatever the form: a matrix-vector product (32 → 1 per pixel) is memory
+        # bound, and casting its 2M-element operand to bfloat16 first cost more than it saved (OpenVINO, AMX).
+        logits = torch.matmul(second.reshape(-1, second.shape[-1]), hyper.t())
         logits = logits.reshape(side, side, 2, 2, 2, 2)  # i, j, a, b, c, d
         # Row 4i + 2a + c, column 4j + 2b + d (the first convolution's offset, then the second's).
         mask = logits.permute(0, 2, 4, 1, 3, 5).reshape(1, 1, 4 * side, 4 * side)

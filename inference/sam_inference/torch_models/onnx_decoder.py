@@ -19,6 +19,7 @@ import io
 import itertools
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -57,7 +58,8 @@ def export_low_res_decoder(
     """The ONNX bytes of `LeanLowResDecoder(model, low_rank, form, mask_prompt, token_input)` (number of points
     dynamic)."""
     example = dummy_inputs()
-    example[TOKENS] = as_tokens(example["image_embeddings"]).contiguous()
+    if token_input:
+        example[TOKENS] = as_tokens(example["image_embeddings"]).contiguous()
     inputs = graph_inputs(mask_prompt, token_input)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -79,28 +81,37 @@ def export_low_res_decoder(
 class ImageTokens:
     """The image tokens (1, N, C), C-contiguous float32, of the last `KEPT_TOKENS` embeddings decoded against:
     every click on a frame after the first reads them instead of laying the embedding out again (a 4 MiB
-    transpose, ~0.9 ms in OpenVINO's graph here). Keyed by the array itself (held, so its id is not reused): an
-    embedding is never written once made (the service's cache entries are not). Safe across threads."""
+    transpose, ~0.9 ms in OpenVINO's graph here). Keyed by the array itself, held weakly (an id is trusted only
+    while its array lives, and an embedding the service's cache drops takes its tokens with it at the next new
+    embedding): an embedding is never written once made (the service's cache entries are not). Safe across
+    threads."""
 
     def __init__(self, kept: int = KEPT_TOKENS) -> None:
         self._kept = kept
-        self._entries: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._entries: OrderedDict[int, tuple[weakref.ref[np.ndarray], np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __call__(self, embedding: np.ndarray) -> np.ndarray:
         with self._lock:
             entry = self._entries.get(id(embedding))
-            if entry is not None and entry[0] is embedding:
+            if entry is not None and entry[0]() is embedding:
                 self._entries.move_to_end(id(embedding))
                 return entry[1]
         source = torch.from_numpy(np.ascontiguousarray(embedding, dtype=np.float32))
         tokens = as_tokens(source).contiguous().numpy()  # torch's blocked transpose: numpy's is slower
         with self._lock:
-            self._entries[id(embedding)] = (embedding, tokens)
+            for key in [key for key, (ref, _) in self._entries.items() if ref() is None]:
+                del self._entries[key]  # embeddings gone: their tokens are never asked for again
+            self._entries[id(embedding)] = (weakref.ref(embedding), tokens)
             self._entries.move_to_end(id(embedding))
             while len(self._entries) > self._kept:
                 self._entries.popitem(last=False)
         return tokens
+
+    def __len__(self) -> int:
+        """The embeddings whose tokens are kept now (a dead one's until the next new embedding)."""
+        with self._lock:
+            return len(self._entries)
 
 
 class LowResDecoder:

@@ -66,7 +66,8 @@ class OpenVinoLowResDecoder(LowResDecoder):
         form = GraphForm(tokens_major=True, bf16_products=self.bf16)
         self._requests = {
             (low_rank, mask): core.compile_model(
-                ov.convert_model(
+                # read_model, not convert_model: the same graph once compiled, and 0.3 s for it instead of 2 s.
+                core.read_model(
                     io.BytesIO(export_low_res_decoder(model, low_rank, form=form, mask_prompt=mask, token_input=True))
                 ),
                 "CPU",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +144,18 @@ def test_image_tokens_are_laid_out_once_per_embedding_and_kept_for_the_last_few(
     tokens(second), tokens(third)  # the two most recent are kept: `first` (and its copy) fall out
     assert tokens(first) is not laid_out
     np.testing.assert_array_equal(tokens(first), laid_out)
+
+
+def test_image_tokens_do_not_keep_a_dropped_embedding_or_its_tokens() -> None:
+    tokens = ImageTokens(kept=4)
+    rng = np.random.default_rng(1)
+    dropped = rng.standard_normal((1, 256, 64, 64)).astype(np.float32)
+    kept = rng.standard_normal((1, 256, 64, 64)).astype(np.float32)
+    laid_out = weakref.ref(tokens(dropped))
+    watch = weakref.ref(dropped)
+    del dropped
+    gc.collect()
+    assert watch() is None  # the decoder's tokens do not hold the service's embedding alive
+    tokens(kept)  # the next new embedding: the dead one's tokens go
+    assert len(tokens) == 1 and laid_out() is None
+    assert tokens(kept) is tokens(kept)

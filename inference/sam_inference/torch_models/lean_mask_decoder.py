@@ -51,9 +51,11 @@ class GraphForm:
     `tokens_major`: image→tokens scores laid out (B, H·T, N), the softmax over each head's T rows, instead of
     (B, N, H·T) with a softmax over rows of T. OpenVINO's softmax runs that layout about 2x faster (rows of 4096
     instead of 7), onnxruntime's a little slower (bench/README).
-    `bf16_products`: those products (the 10 attention ones and both upscaling ones; not the mask's) take bfloat16
-    operands and give float32, as `torch.autocast` would; every sum, softmax, norm and GELU stays float32. For a
-    runtime with bfloat16 MatMul kernels (OpenVINO on AMX or AVX512_BF16): the products are most of the FLOPs."""
+    `bf16_products`: those products (the 10 attention ones and both upscaling ones) take bfloat16 operands and give
+    float32, as `torch.autocast` would; every sum, softmax, norm and GELU stays float32, except the last upscaling
+    stage: its bias, GELU and the mask's product (32 → 1 per pixel) run in bfloat16, as under autocast (see
+    `LeanLowResDecoder.forward`). For a runtime with bfloat16 MatMul kernels (OpenVINO on AMX or AVX512_BF16): the
+    products are most of the FLOPs."""
 
     tokens_major: bool = False
     bf16_products: bool = False
@@ -154,14 +156,21 @@ def low_rank_max_points(model: Sam) -> int:
     return int(attention.internal_dim // attention.num_heads - 1 - model.mask_decoder.num_mask_tokens)
 
 
-def _pixelwise_transposed_conv(x: Tensor, conv: nn.ConvTranspose2d, form: GraphForm) -> Tensor:
+def _pixelwise_transposed_conv(x: Tensor, conv: nn.ConvTranspose2d, form: GraphForm, widen: bool = True) -> Tensor:
     """A stride-2 2x2 `ConvTranspose2d` on channel-last pixels (..., C_in) → (..., 4, C_out), the 4 being the
-    output pixel's (row, column) offset within its 2x2 cell."""
+    output pixel's (row, column) offset within its 2x2 cell. Where `form.bf16_products`, computed in bfloat16 with
+    its bias (as autocast's convolution) and returned in float32 if `widen`, else in bfloat16."""
     c_in, c_out = (int(size) for size in conv.weight.shape[:2])  # Python ints: constants in the exported graph
     weight = conv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out)
-    # One 2-D product (onnxruntime runs a 3-D one as many small ones).
-    out = form.product(x.reshape(-1, c_in), weight).reshape(*x.shape[:-1], 4, c_out)
-    return out + conv.bias  # type: ignore[operator]
+    bias = conv.bias.repeat(4)  # type: ignore[union-attr]  # per (offset, channel), the product's layout
+    # One 2-D product with its bias before any reshape, so a runtime fuses the two (onnxruntime runs a 3-D product
+    # as many small ones; OpenVINO adds a bias after a reshape, or after widening, in a pass of its own).
+    if form.bf16_products:
+        out = torch.matmul(x.reshape(-1, c_in).to(torch.bfloat16), weight.to(torch.bfloat16)) + bias.to(torch.bfloat16)
+        out = out.float() if widen else out
+    else:
+        out = torch.matmul(x.reshape(-1, c_in), weight) + bias
+    return out.reshape(*x.shape[:-1], 4, c_out)
 
 
 class LeanLowResDecoder(SamOnnxModel):  # type: ignore[misc]
@@ -242,11 +251,16 @@ class LeanLowResDecoder(SamOnnxModel):  # type: ignore[misc]
         first = _pixelwise_transposed_conv(keys[0], upscaling[0], self.form)  # N,4,64
         norm = upscaling[1]
         first = upscaling[2](F.layer_norm(first, (self.upscaled_channels,), norm.weight, norm.bias, norm.eps))
-        second = upscaling[4](_pixelwise_transposed_conv(first, upscaling[3], self.form))  # N,4,4,32
+        # N,4,4,32. Where `bf16_products`, kept in bfloat16 through its GELU and the mask's product (32 → 1 per
+        # pixel), as under autocast: OpenVINO fuses product, bias and GELU into one node, and the mask's product
+        # reads half the bytes. Widening these 2M values (a pass) and a float32 GELU (another) took ~1 ms more.
+        second = upscaling[4](_pixelwise_transposed_conv(first, upscaling[3], self.form, widen=False))
         side = self.grid
-        # A 2-D product, as above, in float32 whatever the form: a matrix-vector product (32 → 1 per pixel) is memory
-        # bound, and casting its 2M-element operand to bfloat16 first cost more than it saved (OpenVINO, AMX).
-        logits = torch.matmul(second.reshape(-1, second.shape[-1]), hyper.t())
+        second = second.reshape(-1, second.shape[-1])  # a 2-D product, as above
+        if self.form.bf16_products:
+            logits = torch.matmul(second, hyper.t().to(torch.bfloat16)).float()
+        else:
+            logits = torch.matmul(second, hyper.t())
         logits = logits.reshape(side, side, 2, 2, 2, 2)  # i, j, a, b, c, d
         # Row 4i + 2a + c, column 4j + 2b + d (the first convolution's offset, then the second's).
         mask = logits.permute(0, 2, 4, 1, 3, 5).reshape(1, 1, 4 * side, 4 * side)

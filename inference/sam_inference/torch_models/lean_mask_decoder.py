@@ -52,13 +52,20 @@ class GraphForm:
     (B, N, H·T) with a softmax over rows of T. OpenVINO's softmax runs that layout about 2x faster (rows of 4096
     instead of 7), onnxruntime's a little slower (bench/README).
     `bf16_products`: those products (the 10 attention ones and both upscaling ones) take bfloat16 operands and give
-    float32, as `torch.autocast` would; every sum, softmax, norm and GELU stays float32, except the last upscaling
-    stage: its bias, GELU and the mask's product (32 → 1 per pixel) run in bfloat16, as under autocast (see
-    `LeanLowResDecoder.forward`). For a runtime with bfloat16 MatMul kernels (OpenVINO on AMX or AVX512_BF16): the
+    float32, as `torch.autocast` would; every sum, softmax, norm and GELU stays float32, except two, as under
+    autocast: the image tokens plus their positional encoding are summed in bfloat16 (`operand`), and the last
+    upscaling stage's bias, GELU and the mask's product (32 → 1 per pixel) run in bfloat16
+    (`LeanLowResDecoder.forward`). For a runtime with bfloat16 MatMul kernels (OpenVINO on AMX or AVX512_BF16): the
     products are most of the FLOPs."""
 
     tokens_major: bool = False
     bf16_products: bool = False
+
+    def operand(self, x: Tensor) -> Tensor:
+        """`x` as the products over image tokens read it (bfloat16 where `bf16_products`): a tensor read by several
+        products, or added to another before them, is cast once (the positioned image tokens are summed in
+        bfloat16: half the bytes of a float32 sum and its cast, ~1 ms a click over the three attentions here)."""
+        return x.to(torch.bfloat16) if self.bf16_products else x
 
     def product(self, a: Tensor, b: Tensor) -> Tensor:
         """`a @ b` over image tokens, in bfloat16 operands where `bf16_products`."""
@@ -115,9 +122,10 @@ def _block(
         q = queries + query_pe
         queries = queries + block.self_attn(q=q, k=q, v=queries)
     queries = block.norm1(queries)
-    positioned = keys + key_pe
+    image = form.operand(keys)
+    positioned = image + form.operand(key_pe)
     queries = block.norm2(
-        queries + tokens_to_image(block.cross_attn_token_to_image, queries + query_pe, positioned, keys, form)
+        queries + tokens_to_image(block.cross_attn_token_to_image, queries + query_pe, positioned, image, form)
     )
     queries = block.norm3(queries + block.mlp(queries))
     attended = image_to_tokens(block.cross_attn_image_to_token, positioned, queries + query_pe, queries, form)
@@ -143,7 +151,8 @@ def two_way_transformer(
             queries, keys = block(queries=queries, keys=keys, query_pe=point_embedding, key_pe=key_pe)
     final = transformer.final_attn_token_to_image
     if low_rank:
-        attended = tokens_to_image(final, queries + point_embedding, keys + key_pe, keys, form)
+        image = form.operand(keys)
+        attended = tokens_to_image(final, queries + point_embedding, image + form.operand(key_pe), image, form)
     else:
         attended = final(q=queries + point_embedding, k=keys + key_pe, v=keys)
     return transformer.norm_final_attn(queries + attended), keys

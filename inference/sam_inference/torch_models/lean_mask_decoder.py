@@ -53,11 +53,11 @@ class GraphForm:
     (B, N, H·T) with a softmax over rows of T. OpenVINO's softmax runs that layout about 2x faster (rows of 4096
     instead of 7), onnxruntime's a little slower (bench/README).
     `bf16_products`: those products (the 10 attention ones and both upscaling ones), and the tokens' MLPs (`_mlp`),
-    take bfloat16 operands and give float32, as `torch.autocast` would; every sum, softmax, norm and GELU stays float32, except two, as under
-    autocast: the image tokens plus their positional encoding are summed in bfloat16 (`operand`), and the last
-    upscaling stage's bias, GELU and the mask's product (32 → 1 per pixel) run in bfloat16
-    (`LeanLowResDecoder.forward`). For a runtime with bfloat16 MatMul kernels (OpenVINO on AMX or AVX512_BF16): the
-    products are most of the FLOPs."""
+    take bfloat16 operands and give float32, as `torch.autocast` would; every sum, softmax, norm and GELU stays
+    float32, except two, as under autocast: the image tokens plus their positional encoding are summed in bfloat16
+    (`operand`), and the last upscaling stage's bias, GELU and the mask's product (32 → 1 per pixel) run in
+    bfloat16 (`LeanLowResDecoder.forward`). For a runtime with bfloat16 MatMul kernels (OpenVINO on AMX or
+    AVX512_BF16): the products are most of the FLOPs."""
 
     tokens_major: bool = False
     bf16_products: bool = False

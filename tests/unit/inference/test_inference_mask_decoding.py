@@ -12,7 +12,7 @@ import pytest
 import torch
 from sam_inference.predictor import Embedding, Prompts
 from sam_inference.torch_models.engine.plan import CpuFeatures
-from sam_inference.torch_models.mask_upsampling import axis_map, upsample_mask
+from sam_inference.torch_models.mask_upsampling import AxisMap, axis_map, upsample_mask
 from sam_inference.torch_models.onnx_decoder import ImageTokens
 from sam_inference.torch_models.sam_predictor import SamEncoderPredictor, resolve_mask_decoder
 from segment_anything import SamPredictor
@@ -34,7 +34,7 @@ def _upstream_logits(low: torch.Tensor, height: int, width: int) -> torch.Tensor
     return F.interpolate(up, (height, width), mode="bilinear", align_corners=False)[0, 0]
 
 
-def _maps(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _maps(height: int, width: int) -> tuple[AxisMap, AxisMap]:
     input_h, input_w = ResizeLongestSide.get_preprocess_shape(height, width, 1024)
     return axis_map(256, height, 1024, input_h), axis_map(256, width, 1024, input_w)
 

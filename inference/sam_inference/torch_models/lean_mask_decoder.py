@@ -68,11 +68,17 @@ class GraphForm:
         bfloat16: half the bytes of a float32 sum and its cast, ~1 ms a click over the three attentions here)."""
         return x.to(torch.bfloat16) if self.bf16_products else x
 
-    def product(self, a: Tensor, b: Tensor) -> Tensor:
-        """`a @ b` over image tokens, in bfloat16 operands where `bf16_products`."""
-        if self.bf16_products:
-            return torch.matmul(a.to(torch.bfloat16), b.to(torch.bfloat16)).float()
-        return torch.matmul(a, b)
+    def product(self, a: Tensor, b: Tensor, bias: Tensor | None = None, widen: bool = True) -> Tensor:
+        """`a @ b` (+ `bias`) over image tokens. Where `bf16_products`, in bfloat16 operands, the bias added in
+        bfloat16 straight after the product (where a runtime fuses the two, as autocast's linear), and widened to
+        float32 unless `widen` is False."""
+        if not self.bf16_products:
+            out = torch.matmul(a, b)
+            return out if bias is None else out + bias
+        half = torch.bfloat16
+        out = torch.matmul(a.to(half), b.to(half))
+        out = out if bias is None else out + bias.to(half)
+        return out.float() if widen else out
 
 
 EXACT = GraphForm()
@@ -118,9 +124,8 @@ def _mlp(mlp: MLPBlock, x: Tensor, form: GraphForm) -> Tensor:
     weights are the decoder's largest and are read from memory on every click (~0.4 ms a click less here)."""
     if not form.bf16_products:
         return mlp(x)  # type: ignore[no-any-return]
-    half = torch.bfloat16
-    hidden = mlp.act(F.linear(x.to(half), mlp.lin1.weight.to(half), mlp.lin1.bias.to(half)))
-    return F.linear(hidden, mlp.lin2.weight.to(half), mlp.lin2.bias.to(half)).float()
+    hidden = mlp.act(form.product(x, mlp.lin1.weight.t(), mlp.lin1.bias, widen=False))
+    return form.product(hidden, mlp.lin2.weight.t(), mlp.lin2.bias)
 
 
 def _block(
@@ -185,12 +190,7 @@ def _pixelwise_transposed_conv(x: Tensor, conv: nn.ConvTranspose2d, form: GraphF
     bias = conv.bias.repeat(4)  # type: ignore[union-attr]  # per (offset, channel), the product's layout
     # One 2-D product with its bias before any reshape, so a runtime fuses the two (onnxruntime runs a 3-D product
     # as many small ones; OpenVINO adds a bias after a reshape, or after widening, in a pass of its own).
-    if form.bf16_products:
-        out = torch.matmul(x.reshape(-1, c_in).to(torch.bfloat16), weight.to(torch.bfloat16)) + bias.to(torch.bfloat16)
-        out = out.float() if widen else out
-    else:
-        out = torch.matmul(x.reshape(-1, c_in), weight) + bias
-    return out.reshape(*x.shape[:-1], 4, c_out)
+    return form.product(x.reshape(-1, c_in), weight, bias, widen).reshape(*x.shape[:-1], 4, c_out)
 
 
 class LeanLowResDecoder(SamOnnxModel):  # type: ignore[misc]
@@ -277,10 +277,7 @@ class LeanLowResDecoder(SamOnnxModel):  # type: ignore[misc]
         second = upscaling[4](_pixelwise_transposed_conv(first, upscaling[3], self.form, widen=False))
         side = self.grid
         second = second.reshape(-1, second.shape[-1])  # a 2-D product, as above
-        if self.form.bf16_products:
-            logits = torch.matmul(second, hyper.t().to(torch.bfloat16)).float()
-        else:
-            logits = torch.matmul(second, hyper.t())
+        logits = self.form.product(second, hyper.t())
         logits = logits.reshape(side, side, 2, 2, 2, 2)  # i, j, a, b, c, d
         # Row 4i + 2a + c, column 4j + 2b + d (the first convolution's offset, then the second's).
         mask = logits.permute(0, 2, 4, 1, 3, 5).reshape(1, 1, 4 * side, 4 * side)

@@ -14,7 +14,9 @@ from other jobs hits both alike. Prints p50/p95 of both, the overhead (gateway m
 
 ``--bare-relay`` adds a third path, interleaved too: the direct request through a bare TCP relay (two threads per
 connection, blocking sockets, 4 MiB reads, no HTTP parsing), the least any extra process on the path can cost here;
-``--bare-relay asyncio`` makes that relay asyncio protocols instead (what the gateway runs on, without HTTP).
+``--bare-relay splice`` makes its threads move the bytes with splice(2) through a pipe (zero-copy: the kernel hands
+the socket's pages on, the relay never reads them), ``--bare-relay asyncio`` makes it asyncio protocols instead
+(what the gateway runs on, without HTTP).
 
 With ``--profile`` the gateway runs under cProfile, which slows it down: its figures show where the time goes,
 not the overhead.
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -38,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -135,18 +139,35 @@ def start_stack(
     return procs, enc_port, gw_port, relay_port
 
 
-def serve_relay(listen_port: int, target_port: int) -> None:
-    """Forward every connection on ``listen_port`` to ``target_port`` byte for byte, both ways, until killed."""
+def copy_pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy ``source`` into ``sink`` through a 4 MiB buffer until ``source`` ends, then end ``sink``."""
+    buffer = bytearray(4 << 20)
+    view = memoryview(buffer)
+    with contextlib.suppress(OSError):
+        while count := source.recv_into(buffer):
+            sink.sendall(view[:count])
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
 
-    def pump(source: socket.socket, sink: socket.socket) -> None:
-        buffer = bytearray(4 << 20)
-        view = memoryview(buffer)
-        with contextlib.suppress(OSError):
-            while count := source.recv_into(buffer):
-                sink.sendall(view[:count])
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
 
+def splice_pump(source: socket.socket, sink: socket.socket) -> None:
+    """:func:`copy_pump` by splice(2) through a 1 MiB pipe: the bytes never enter the relay's memory (zero-copy)."""
+    read_end, write_end = os.pipe()
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 1 << 20)
+    with contextlib.suppress(OSError):
+        while count := os.splice(source.fileno(), write_end, 1 << 20):
+            while count:
+                count -= os.splice(read_end, sink.fileno(), count)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+    os.close(read_end)
+    os.close(write_end)
+
+
+def serve_relay(listen_port: int, target_port: int, pump: Callable[[socket.socket, socket.socket], None]) -> None:
+    """Forward every connection on ``listen_port`` to ``target_port`` byte for byte, both ways (a thread running
+    ``pump`` each way), until killed."""
     server = socket.create_server(("127.0.0.1", listen_port))
     while True:
         client, _ = server.accept()
@@ -345,14 +366,16 @@ if __name__ == "__main__":
         "--bare-relay",
         nargs="?",
         const="threads",
-        choices=["threads", "asyncio"],
-        help="also time a bare TCP relay (the floor): threads with 4 MiB reads (default) or asyncio protocols",
+        choices=["threads", "asyncio", "splice"],
+        help="also time a bare TCP relay (the floor): threads with 4 MiB reads (default), threads moving the bytes "
+        "by splice(2) (zero-copy), or asyncio protocols",
     )
-    for kind in ("threads", "asyncio"):
+    for kind in ("threads", "asyncio", "splice"):
         parser.add_argument(f"--serve-{kind}-relay", nargs=2, type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
-    if arguments.serve_threads_relay:
-        serve_relay(*arguments.serve_threads_relay)
+    if arguments.serve_threads_relay or arguments.serve_splice_relay:
+        listen, target = arguments.serve_threads_relay or arguments.serve_splice_relay
+        serve_relay(listen, target, copy_pump if arguments.serve_threads_relay else splice_pump)
     elif arguments.serve_asyncio_relay:
         serve_asyncio_relay(*arguments.serve_asyncio_relay)
     else:

@@ -304,11 +304,11 @@ class SamModelSpec(_Model):
                 "spec.runtime.precision int8 needs spec.runtime.device cpu (use auto, bfloat16 or float16 on cuda)"
             )
         if self.runtime.engine == "openvino" and (
-            self.runtime.device != "cpu" or self.runtime.precision not in ("auto", "float32", "int8")
+            self.runtime.device != "cpu" or self.runtime.precision not in ("auto", "float32", "bfloat16", "int8")
         ):
             raise ValueError(
-                "spec.runtime.engine openvino runs on spec.runtime.device cpu in precision auto, float32 or int8 "
-                "(use engine auto, torch or fused on cuda)"
+                "spec.runtime.engine openvino runs on spec.runtime.device cpu in precision auto, float32, bfloat16 or "
+                "int8 (use engine auto, torch or fused on cuda)"
             )
         if self.autoscaling.enabled and self.replicas == 0 and self.autoscaling.min_replicas != 0:
             raise ValueError(

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from fixtures.invalid_specs import INVALID_SPECS, InvalidCase
+from fixtures.invalid_specs import INVALID_SPECS, InvalidCase, valid_body
 from sam_operator.resources import GROUP, KIND, PLURAL, SHORT_NAME, VERSION, InvalidSpec, parse_sammodel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,3 +243,12 @@ def test_samples_pass_the_cel_rules(sample: Path) -> None:
 @pytest.mark.parametrize("case", [c for c in INVALID_SPECS if c.cel and "limits" not in c.expected], ids=lambda c: c.id)
 def test_invalid_spec_fails_its_cel_rule(case: InvalidCase) -> None:
     assert any(case.expected in message for message in _cel_failures(case.body)), _cel_failures(case.body)
+
+
+@pytest.mark.parametrize("precision", ["auto", "float32", "bfloat16", "int8"])
+def test_openvino_on_the_cpu_is_accepted_in_each_precision_it_computes(precision: str) -> None:
+    body = valid_body("openvino-" + precision)
+    body["spec"]["runtime"].update(engine="openvino", precision=precision)
+    _validate(body)
+    assert _cel_failures(body) == []
+    assert not isinstance(parse_sammodel(body), InvalidSpec)

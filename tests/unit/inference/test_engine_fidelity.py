@@ -3,7 +3,7 @@
 - every faster path keeps cosine >= 0.99 per embedding against float32;
 - masks decoded from each path's embedding reach IoU >= 0.98 against the float32 masks, click by click.
 Tiny model for every path, random-weight ViT-B (rel-pos tables randomised: upstream zero-initialises them)
-for the float32 path and both int8 paths (fused and openvino).
+for the float32 path, both int8 paths (fused and openvino) and, where the CPU computes bfloat16, openvino's.
 
 int8 on a CPU without VNNI: its int8 products saturate, so the weights take 7 bits (`engine/int8.py`, NNCF's
 overflow fix), and ViT-B's masks reached IoU 0.9779 (fused) and 0.9781 (openvino) against float32 on an AVX2-only
@@ -38,6 +38,7 @@ MIN_IOU = 0.98
 VIT_B_INT8_MIN_IOU = 0.97 if cpu_features().int8_saturates else MIN_IOU
 FAST_CPU_PATHS: list[tuple[EngineChoice, PrecisionChoice]] = [
     ("openvino", "int8"),
+    ("openvino", "bfloat16"),  # float32 where the CPU has neither AVX512_BF16 nor AMX (a warning says so)
     ("fused", "int8"),
     ("torch", "int8"),
     ("fused", "bfloat16"),
@@ -238,6 +239,20 @@ def test_vit_b_openvino_int8_keeps_cosine_and_masks(vit_b: Sam) -> None:
     ours = _embed(_predictor(vit_b, "openvino", "int8"), scene)
     assert _cosine(ours, expected) >= 0.99
     _assert_masks_agree(_predictor(vit_b, "torch", "float32"), ours, expected, scene, VIT_B_INT8_MIN_IOU)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not cpu_features().native_bf16, reason="needs AVX512_BF16 or AMX (else OpenVINO computes float32)")
+def test_vit_b_openvino_bfloat16_computes_in_bf16_and_keeps_cosine_and_masks(vit_b: Sam) -> None:
+    import openvino
+
+    scene = make_scene(7, 800, 600)
+    expected = _upstream(vit_b, scene)
+    predictor: Any = _predictor(vit_b, "openvino", "bfloat16")
+    assert predictor._encoder._compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.bf16
+    ours = _embed(predictor, scene)
+    assert _cosine(ours, expected) >= 0.99
+    _assert_masks_agree(_predictor(vit_b, "torch", "float32"), ours, expected, scene)
 
 
 def test_auto_resolves_at_load_to_the_plan_the_hardware_supports(

@@ -59,8 +59,19 @@ def test_plan_resolves_auto_and_rejects_precisions_without_kernels() -> None:
     assert derive_plan("openvino", "auto", "cpu", "int8") == EnginePlan("openvino", "int8", "cpu")
     with pytest.raises(ValueError, match="engine openvino runs on device cpu only"):
         derive_plan("openvino", "float32", "cuda", "bfloat16")
-    with pytest.raises(ValueError, match="engine openvino computes in float32 or int8, not bfloat16"):
-        derive_plan("openvino", "bfloat16", "cpu", "int8")
+    assert derive_plan("openvino", "bfloat16", "cpu", "int8") == EnginePlan("openvino", "bfloat16", "cpu")
+    with pytest.raises(ValueError, match="float16 needs device cuda"):
+        derive_plan("openvino", "float16", "cpu", "int8")
+
+
+def test_openvino_bfloat16_computes_from_the_float32_ir_with_the_bf16_hint(tmp_path: Path) -> None:
+    from sam_inference.torch_models.engine import openvino_encoder
+
+    checkpoint = tmp_path / "sam.pth"
+    checkpoint.write_bytes(b"weights")
+    key = openvino_encoder.ir_cache_key
+    assert key(checkpoint, "vit_b", "bfloat16") == key(checkpoint, "vit_b", "float32")
+    assert key(checkpoint, "vit_b", "int8") != key(checkpoint, "vit_b", "float32")
 
 
 def test_auto_runs_openvino_on_the_cpu_only_where_its_ir_is_prepared() -> None:
@@ -74,7 +85,7 @@ def test_auto_runs_openvino_on_the_cpu_only_where_its_ir_is_prepared() -> None:
     assert derive_plan("auto", "auto", "cpu", "int8", prepared_for("float32")).engine == "fused"  # another IR
     assert asked == ["int8", "float32", "int8"]
     asked.clear()
-    assert derive_plan("auto", "auto", "cpu", "bfloat16", prepared_for("bfloat16")).engine == "fused"  # no such IR
+    assert derive_plan("auto", "auto", "cpu", "bfloat16", prepared_for("bfloat16")).engine == "fused"  # float32/int8
     assert derive_plan("auto", "auto", "cuda", "bfloat16", prepared_for("bfloat16")).engine == "fused"
     assert derive_plan("fused", "auto", "cpu", "int8", prepared_for("int8")).engine == "fused"  # asked for fused
     assert derive_plan("torch", "float32", "cpu", "int8", prepared_for("float32")).engine == "torch"

@@ -130,8 +130,8 @@ def derive_plan(
     if engine == "openvino":
         if device != "cpu":
             raise ValueError("engine openvino runs on device cpu only (use auto, torch or fused on cuda)")
-        if chosen not in ("float32", "int8"):
-            raise ValueError(f"engine openvino computes in float32 or int8, not {chosen}")
+        if chosen not in ("float32", "bfloat16", "int8"):
+            raise ValueError(f"engine openvino computes in float32, bfloat16 or int8, not {chosen}")
     if engine == "auto":
         convertible = device == "cpu" and chosen in ("float32", "int8")
         ready = convertible and openvino_prepared is not None and openvino_prepared(chosen)
@@ -160,9 +160,11 @@ def resolve_plan(
     else:
         int8_kernels = engine == "openvino" or int8_kernels_available()
         auto = derive_cpu_precision(cpu_features(), int8_kernels) if precision == "auto" else "float32"
-        if engine == "openvino" and auto == "bfloat16":
-            auto = "float32"  # OpenVINO computes float32 or int8 (OpenVinoEncoder pins f32 for what is not int8)
     plan = derive_plan(engine, precision, device, auto, openvino_prepared)
+    if plan.engine == "openvino" and plan.precision == "bfloat16" and not cpu_features().native_bf16:
+        log.warning(
+            "precision bfloat16 on a CPU without native bfloat16 (AVX512_BF16 or AMX): OpenVINO computes float32"
+        )
     if plan.precision == "int8" and cpu_features().int8_saturates:
         log.warning(
             "precision int8 on a CPU without VNNI: its int8 products saturate, so the weights take 7 bits and "

@@ -68,10 +68,10 @@ def skip_reason(variant: str, limit: int | None) -> str | None:
 
 def prepare_encoder(checkpoint: Path, variant: str, limit: int | None) -> Preparation:
     """Prepare (and store beside `checkpoint`) the OpenVINO IR that the encoder's `auto` engine would read, in
-    the precision `auto` resolves to on this CPU. Nothing is done where it is already there, where `auto` would
-    not run openvino at any rate (a bfloat16 CPU), or where `skip_reason` says no."""
+    the precision `auto` resolves to on this CPU (bfloat16, on AMX, reads the float32 IR: converted, not
+    quantized). Nothing is done where it is already there or where `skip_reason` says no."""
     plan = resolve_plan("auto", "auto", "cpu")
-    if plan.precision not in ("float32", "int8"):
+    if plan.precision not in ("float32", "bfloat16", "int8"):
         return Preparation(False, f"nothing to prepare: auto runs fused/{plan.precision} on this CPU")
     target = prepared_ir(checkpoint, variant, plan.precision)
     if is_prepared(checkpoint, variant, plan.precision):
@@ -82,7 +82,7 @@ def prepare_encoder(checkpoint: Path, variant: str, limit: int | None) -> Prepar
     predictor = SamEncoderPredictor(
         variant, checkpoint, device="cpu", precision=plan.precision, engine="openvino", mask_decoder="torch"
     )
-    predictor.load()  # converts, quantizes and stores the IR (openvino_encoder.prepare_model)
+    predictor.load()  # converts (int8: quantizes) and stores the IR (openvino_encoder.prepare_model)
     if not is_prepared(checkpoint, variant, plan.precision):
         return Preparation(False, f"prepared but not stored in {target.parent} (read-only?): the encoder runs fused")
     return Preparation(True, f"wrote {target}", target)

@@ -49,8 +49,8 @@ def test_only_measured_variants_are_prepared_and_only_within_their_memory() -> N
 
 
 def _auto_engine_here() -> str:
-    """What `auto` runs on this CPU once the IR is there (openvino, unless auto's precision is bfloat16)."""
-    return "openvino" if resolve_plan("auto", "auto", "cpu").precision in ("float32", "int8") else "fused"
+    """What `auto` runs on this CPU once the IR is there (openvino in every CPU precision auto picks)."""
+    return "openvino" if resolve_plan("auto", "auto", "cpu").precision in ("float32", "bfloat16", "int8") else "fused"
 
 
 def test_prepare_encoder_makes_the_ir_that_auto_then_runs(

@@ -38,6 +38,7 @@ def test_cpu_flags_are_read_from_the_first_processor(tmp_path: Path) -> None:
         ({"avx512_vnni"}, True, "int8"),
         ({"avx_vnni", "avx512_bf16"}, True, "int8"),
         ({"avx512_vnni", "amx_bf16"}, False, "bfloat16"),
+        ({"avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}, True, "bfloat16"),  # AMX's bf16 beats VNNI's int8
         ({"avx512_bf16"}, True, "bfloat16"),
         ({"avx2"}, True, "float32"),
     ],
@@ -85,7 +86,11 @@ def test_auto_runs_openvino_on_the_cpu_only_where_its_ir_is_prepared() -> None:
     assert derive_plan("auto", "auto", "cpu", "int8", prepared_for("float32")).engine == "fused"  # another IR
     assert asked == ["int8", "float32", "int8"]
     asked.clear()
-    assert derive_plan("auto", "auto", "cpu", "bfloat16", prepared_for("bfloat16")).engine == "fused"  # float32/int8
+    bf16 = EnginePlan("openvino", "bfloat16", "cpu")
+    assert derive_plan("auto", "auto", "cpu", "bfloat16", prepared_for("bfloat16")) == bf16  # AMX: the f32 IR
+    assert derive_plan("auto", "auto", "cpu", "bfloat16", prepared_for("float32", "int8")).engine == "fused"
+    assert asked == ["bfloat16", "bfloat16"]
+    asked.clear()
     assert derive_plan("auto", "auto", "cuda", "bfloat16", prepared_for("bfloat16")).engine == "fused"
     assert derive_plan("fused", "auto", "cpu", "int8", prepared_for("int8")).engine == "fused"  # asked for fused
     assert derive_plan("torch", "float32", "cpu", "int8", prepared_for("float32")).engine == "torch"

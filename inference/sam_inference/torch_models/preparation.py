@@ -71,8 +71,6 @@ def prepare_encoder(checkpoint: Path, variant: str, limit: int | None) -> Prepar
     the precision `auto` resolves to on this CPU (bfloat16, on AMX, reads the float32 IR: converted, not
     quantized). Nothing is done where it is already there or where `skip_reason` says no."""
     plan = resolve_plan("auto", "auto", "cpu")
-    if plan.precision not in ("float32", "bfloat16", "int8"):
-        return Preparation(False, f"nothing to prepare: auto runs fused/{plan.precision} on this CPU")
     target = prepared_ir(checkpoint, variant, plan.precision)
     if is_prepared(checkpoint, variant, plan.precision):
         return Preparation(True, f"up to date: {target}", target)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from sam_inference.__main__ import main
 from sam_inference.torch_models.engine.openvino_encoder import is_prepared
-from sam_inference.torch_models.engine.plan import resolve_plan
 from sam_inference.torch_models.preparation import GIB, memory_limit_bytes, skip_reason
 from sam_inference.torch_models.sam_predictor import SamEncoderPredictor
 from unit.inference.scenes import make_scene
@@ -48,11 +47,6 @@ def test_only_measured_variants_are_prepared_and_only_within_their_memory() -> N
     assert unmeasured is not None and "never measured" in unmeasured
 
 
-def _auto_engine_here() -> str:
-    """What `auto` runs on this CPU once the IR is there (openvino in every CPU precision auto picks)."""
-    return "openvino" if resolve_plan("auto", "auto", "cpu").precision in ("float32", "bfloat16", "int8") else "fused"
-
-
 def test_prepare_encoder_makes_the_ir_that_auto_then_runs(
     tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -65,9 +59,6 @@ def test_prepare_encoder_makes_the_ir_that_auto_then_runs(
 
     assert main(["prepare-encoder", "--checkpoint", str(checkpoint), "--variant", "vit_tiny"]) == 0
     first = capsys.readouterr().out
-    if _auto_engine_here() == "fused":
-        assert first.startswith("nothing to prepare"), first
-        return
     assert first.startswith("wrote ") and is_prepared(checkpoint, "vit_tiny", precision), first
     assert main(["prepare-encoder", "--checkpoint", str(checkpoint), "--variant", "vit_tiny"]) == 0
     assert capsys.readouterr().out.startswith("up to date: ")
@@ -95,8 +86,7 @@ def test_prepare_encoder_skips_what_it_cannot_prepare_and_still_succeeds(
     monkeypatch.setattr(preparation, "memory_limit_bytes", lambda: 512 * 1024**2)
     assert main(["prepare-encoder", "--checkpoint", str(checkpoint), "--variant", "vit_tiny"]) == 0
     out = capsys.readouterr().out
-    if _auto_engine_here() == "openvino":
-        assert out.startswith("not prepared (preparing vit_tiny needs about 2.0 GiB, the memory limit is 0.5 GiB)")
+    assert out.startswith("not prepared (preparing vit_tiny needs about 2.0 GiB, the memory limit is 0.5 GiB)")
     assert not (tmp_path / "openvino").exists()
     assert main(["prepare-encoder", "--checkpoint", str(checkpoint), "--variant", "hiera_t"]) == 0
     assert capsys.readouterr().out.startswith("skipped: no OpenVINO encoder for SAM 2")

@@ -20,6 +20,7 @@ from sam_gateway.catalog import Catalog
 from sam_gateway.direct import DirectListeners
 from sam_gateway.metrics import GatewayMetrics
 from sam_gateway.proxy import Forwarder
+from sam_gateway.replica_http import ReplicaClient
 from sam_gateway.routes import add_direct_routes, add_routes, token_auth
 from sam_gateway.settings import GatewaySettings
 from sam_gateway.state import (
@@ -109,18 +110,16 @@ def _direct_app_factory(parent: web.Application) -> Callable[[int], web.Applicat
 
 async def _client_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    # No pooled-connection limit per host: concurrency is bounded by the encoders' own queues (429).
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, enable_cleanup_closed=True)
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+    # No connection limit per replica: concurrency is bounded by the encoders' own queues (429).
+    client = ReplicaClient(connect_timeout_s=settings.connect_timeout_s)
     app[FORWARDER] = Forwarder(
-        session,
+        client,
         app[METRICS],
         upstream_timeout_s=settings.upstream_timeout_s,
-        connect_timeout_s=settings.connect_timeout_s,
         relay_min_bytes=settings.relay_min_bytes,
     )
     yield
-    await session.close()
+    await client.close()
 
 
 async def _direct_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -63,7 +63,8 @@ class GatewayMetrics:
         )
         self.upstream_errors = Counter(
             "sam_gateway_upstream_errors",
-            "Failed upstream attempts and error responses, by reason (connect|disconnect|timeout|http_4xx|http_5xx)",
+            "Failed upstream attempts and error responses, by reason "
+            "(connect|disconnect|bad_answer|timeout|http_4xx|http_5xx)",
             ["function", "reason"],
             registry=self.registry,
         )

@@ -4,15 +4,16 @@ Owns the failure mapping CVAT expects (cvat-protocol §4.4, §11 #1 and #3):
 
 - a connection failure on a replica (refused, reset, disconnected mid-response) → try the next candidate; the
   encoder's ``POST /`` is a pure function of the image, so a replay is safe. That holds until the first byte of
-  the answer has gone to the client. By default every answer is read whole first (kept as the pieces received,
-  never joined), so a replica that dies mid-answer is replayed on the next one and CVAT never sees it. With
-  ``relay_min_bytes`` set (``SAM_GATEWAY_RELAY_MIN_BYTES``), an answer at least that large (an embedding's
-  5.6 MB) is relayed to an :class:`AnswerSink` as it arrives instead (issue 13: saves the store-and-forward
-  time), and a replica that breaks off *during* that relay raises :class:`AnswerBroken` (counted, logged; the
-  caller closes the client's connection, which then sees a body shorter than its ``Content-Length``): lower
-  latency, traded for that one failure no longer being replayed;
-- the last candidate disconnecting (``ServerDisconnectedError``: most often a kept-alive connection the server
+  the answer has gone to the client. By default every answer is read whole first (into one buffer of its
+  ``Content-Length``, by :mod:`sam_gateway.replica_http`), so a replica that dies mid-answer is replayed on the
+  next one and CVAT never sees it. With ``relay_min_bytes`` set (``SAM_GATEWAY_RELAY_MIN_BYTES``), an answer at
+  least that large (an embedding's 5.6 MB) is relayed to an :class:`AnswerSink` as it arrives instead, and a
+  replica that breaks off *during* that relay raises :class:`AnswerBroken` (counted, logged; the caller closes
+  the client's connection, which then sees a body shorter than its ``Content-Length``): lower latency, traded for
+  that one failure no longer being replayed;
+- the last candidate disconnecting before any of its answer (most often a kept-alive connection the server
   closed as the request went out) → one more try on that replica, over a new connection;
+- a replica answering bytes that are not an HTTP/1.1 answer with a length (``bad_answer``) → the next candidate;
 - no ready replica, or every candidate failed → :class:`InvocationError` 503, at once;
 - the whole invocation, retries included, is bounded by ``upstream_timeout_s`` (< CVAT's 120 s) → 504;
 - an upstream 4xx/5xx → returned unchanged.
@@ -29,12 +30,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import aiohttp
 from multidict import CIMultiDict
 
 from sam_gateway.metrics import GatewayMetrics
+from sam_gateway.replica_http import (
+    ConnectFailed,
+    Disconnected,
+    MalformedAnswer,
+    ReplicaClient,
+    ReplicaConnection,
+    UpstreamError,
+)
 
 log = logging.getLogger(__name__)
+
+Buffer = bytes | bytearray | memoryview
 
 # Never forwarded in either direction (RFC 9110 §7.6.1 hop-by-hop, plus what aiohttp recomputes).
 _HOP_BY_HOP = frozenset(
@@ -81,7 +91,7 @@ class AnswerSink(Protocol):
     async def start(self, status: int, headers: CIMultiDict[str], length: int) -> None:
         """Send the status line and headers."""
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, chunk: Buffer) -> None:
         """Send a piece of the body."""
 
     async def finish(self) -> None:
@@ -92,11 +102,11 @@ class AnswerSink(Protocol):
 class UpstreamResponse:
     """A replica's whole answer, headers already filtered for the client.
 
-    The body stays in the pieces it arrived in (``chunks``): joining it only to write it out again is a copy.
+    ``chunks``: the body, as the one buffer it was read into (:mod:`sam_gateway.replica_http`), never copied.
     ``relayed``: the body already went to the :class:`AnswerSink` (``chunks`` is empty)."""
 
     status: int
-    chunks: tuple[bytes, ...]
+    chunks: tuple[Buffer, ...]
     headers: CIMultiDict[str]
     replica: str
     relayed: bool = False
@@ -139,16 +149,14 @@ class Forwarder:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        client: ReplicaClient,
         metrics: GatewayMetrics,
         upstream_timeout_s: float,
-        connect_timeout_s: float,
         relay_min_bytes: int = 0,
     ) -> None:
-        self._session = session
+        self._client = client
         self._metrics = metrics
         self._upstream_timeout_s = upstream_timeout_s
-        self._connect_timeout_s = connect_timeout_s
         self._relay_min_bytes = relay_min_bytes  # 0: every answer read whole (replayable)
 
     async def forward(
@@ -184,17 +192,17 @@ class Forwarder:
                 break
             outcome = "primary" if attempt == 0 else "retry"
             self._metrics.routing_decisions.labels(function, outcome).inc()
-            timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=min(self._connect_timeout_s, remaining))
-            url = f"http://{replica}/{path.lstrip('/')}"
             started = time.perf_counter()
+            relaying = False
             try:
-                async with self._session.request(
-                    method, url, data=body, headers=outgoing, timeout=timeout, allow_redirects=False
-                ) as resp:
-                    status = resp.status
-                    reply_headers = filter_response_headers(resp.headers)
+                async with (
+                    asyncio.timeout(remaining),
+                    self._client.request(replica, method, path, body, outgoing) as (head, answer),
+                ):
+                    status = head.status
+                    reply_headers = filter_response_headers(head.headers)
                     reply_headers[REPLICA_HEADER] = replica
-                    length = resp.content_length
+                    length = head.length
                     relayed = (
                         sink is not None
                         and self._relay_min_bytes > 0
@@ -203,27 +211,30 @@ class Forwarder:
                     )
                     if relayed and sink is not None and length is not None:  # (the repeat narrows for mypy)
                         await sink.start(status, reply_headers, length)
-                        await self._relay(function, replica, resp, sink)
-                        data: tuple[bytes, ...] = ()
-                    else:  # the pieces as received, never joined (UpstreamResponse)
-                        data = tuple([chunk async for chunk, _ in resp.content.iter_chunks() if chunk])
-            except aiohttp.ConnectionTimeoutError as exc:
+                        relaying = True
+                        await self._relay(function, replica, answer, sink)
+                        data: tuple[Buffer, ...] = ()
+                    else:  # the whole body, in the one buffer it was read into
+                        data = (await answer.read(),)
+            except ConnectFailed as exc:
                 self._record_failure(function, replica, "connect", exc, failures)
                 continue
-            except (TimeoutError, aiohttp.SocketTimeoutError) as exc:
+            except TimeoutError as exc:
+                if relaying:
+                    raise self._broken(function, replica, "timeout", exc) from exc
                 self._metrics.upstream_errors.labels(function, "timeout").inc()
                 log.warning("Timed out invoking replica", extra={"function": function, "replica": replica})
                 raise InvocationError(
                     504,
                     f"Failed to invoke function: {function!r} did not answer within {self._upstream_timeout_s:g} s",
                 ) from exc
-            except aiohttp.ClientConnectorError as exc:
-                self._record_failure(function, replica, "connect", exc, failures)
+            except MalformedAnswer as exc:  # the next replica may answer properly
+                self._record_failure(function, replica, "bad_answer", exc, failures)
                 continue
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            except Disconnected as exc:
                 self._record_failure(function, replica, "disconnect", exc, failures)
                 last = attempt == len(attempts) - 1 and len(attempts) == len(candidates)
-                if last and isinstance(exc, aiohttp.ServerDisconnectedError):
+                if last and isinstance(exc, Disconnected) and not exc.answer_started:
                     attempts.append(replica)  # the for loop picks it up: the same replica, a new connection
                 continue
             self._metrics.upstream_duration.labels(function).observe(time.perf_counter() - started)
@@ -242,21 +253,24 @@ class Forwarder:
             503, f"Failed to invoke function: every replica of {function!r} failed: " + "; ".join(failures)
         )
 
-    async def _relay(self, function: str, replica: str, resp: aiohttp.ClientResponse, sink: AnswerSink) -> None:
-        """Copy the answer's body into ``sink`` piece by piece (after ``sink.start``)."""
+    async def _relay(self, function: str, replica: str, answer: ReplicaConnection, sink: AnswerSink) -> None:
+        """Copy the answer's body into ``sink`` piece by piece (after ``sink.start``); the deadline's
+        ``TimeoutError`` is the caller's (:meth:`forward`)."""
         try:
-            async for chunk, _ in resp.content.iter_chunks():
-                if chunk:
-                    await sink.write(chunk)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            timed_out = isinstance(exc, TimeoutError | aiohttp.SocketTimeoutError)
-            self._metrics.upstream_errors.labels(function, "timeout" if timed_out else "disconnect").inc()
-            log.warning(
-                "Replica broke off its answer during the relay",
-                extra={"function": function, "replica": replica, "error": f"{exc.__class__.__name__}: {exc}"},
-            )
-            raise AnswerBroken(f"{replica}: {exc.__class__.__name__}: {exc}") from exc
+            async for piece in answer.pieces():
+                await sink.write(piece)
+        except UpstreamError as exc:
+            raise self._broken(function, replica, "disconnect", exc) from exc
         await sink.finish()
+
+    def _broken(self, function: str, replica: str, reason: str, exc: BaseException) -> AnswerBroken:
+        """Count and log a replica breaking off during the relay; the error to raise."""
+        self._metrics.upstream_errors.labels(function, reason).inc()
+        log.warning(
+            "Replica broke off its answer during the relay",
+            extra={"function": function, "replica": replica, "error": f"{exc.__class__.__name__}: {exc}"},
+        )
+        return AnswerBroken(f"{replica}: {exc.__class__.__name__}: {exc}")
 
     def _record_failure(
         self, function: str, replica: str, reason: str, exc: BaseException, failures: list[str]

@@ -98,8 +98,23 @@ def metric(port: int, name: str) -> float:
     return sum(s.value for f in text_string_to_metric_families(body.decode()) for s in f.samples if s.name == name)
 
 
+def listed_with_every_replica(gateway: Gateway, model: Deployed) -> dict[str, Any]:
+    """The listing once the gateway's endpoint watch has seen every running replica (a live field: until then
+    a GET a moment later can carry more ``internalInvocationUrls`` than the list did)."""
+    cvat = CvatClient(gateway.port)
+    expected = len(model.processes())
+
+    def check() -> dict[str, Any] | None:
+        functions = cvat.list_functions()
+        urls = functions.get(model.function, {}).get("status", {}).get("internalInvocationUrls", [])
+        return functions if len(urls) == expected else None
+
+    result: dict[str, Any] = wait_for(check, 60, what=f"{model.function} listed with {expected} replicas")
+    return result
+
+
 def test_discovery_lists_the_function_with_the_fields_cvat_reads(gateway: Gateway, embedding_model: Deployed) -> None:
-    functions = listed(gateway, embedding_model.function)
+    functions = listed_with_every_replica(gateway, embedding_model)
     fn = functions[embedding_model.function]
     assert fn["metadata"]["name"] == embedding_model.function
     annotations = fn["metadata"]["annotations"]

@@ -145,7 +145,7 @@ def filter_response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
 
 
 class Forwarder:
-    """Sends invocations to replicas over one shared client session."""
+    """Sends invocations to replicas through one :class:`ReplicaClient` (kept-alive connections per replica)."""
 
     def __init__(
         self,

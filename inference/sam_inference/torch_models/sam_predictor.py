@@ -54,9 +54,10 @@ def use_multimask(prompts: Prompts) -> bool:
 
 
 def resolve_mask_decoder(choice: MaskDecoderChoice, device: str, features: CpuFeatures | None = None) -> MaskDecoder:
-    """`auto` on the CPU: OpenVINO in bfloat16 where it has AMX (a 1080p click 18.4 ms against onnxruntime's 29.4 ms
-    there), else onnxruntime (about twice as fast as eager PyTorch; OpenVINO's bfloat16 on AVX512_BF16 without AMX
-    was not measured); PyTorch on a GPU. `features`: this machine's (`cpu_features()`) unless given."""
+    """`auto` on the CPU: OpenVINO in bfloat16 where it has AMX (a 1080p click 13.9 ms against onnxruntime's 24.9 ms
+    there, bench_masks.py), else onnxruntime (about twice as fast as eager PyTorch; OpenVINO's bfloat16 on
+    AVX512_BF16 without AMX was not measured); PyTorch on a GPU. `features`: this machine's (`cpu_features()`)
+    unless given."""
     if choice != "auto":
         return choice
     if device != "cpu":

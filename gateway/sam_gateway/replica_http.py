@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from multidict import CIMultiDict
+from yarl import URL
 
 # The first reads (the status line and headers, and whatever of the body came with them) go here.
 _HEAD_READ_BYTES = 64 * 1024
@@ -299,8 +300,16 @@ class ReplicaClient:
         return protocol
 
 
+def request_target(replica: str, path: str) -> str:
+    """The request line's target for ``path`` (``x-nuclio-path``, any text) on ``replica``: percent-encoded as
+    aiohttp's client did (yarl requoting ``http://<replica>/<path>``), so the request always reaches the replica's
+    own path, its query kept and a fragment dropped."""
+    url = URL(f"http://{replica}/{path.lstrip('/')}")
+    return url.raw_path_qs
+
+
 def _request_head(replica: str, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> bytes:
-    lines = [f"{method} /{path.lstrip('/')} HTTP/1.1", f"Host: {replica}"]
+    lines = [f"{method} {request_target(replica, path)} HTTP/1.1", f"Host: {replica}"]
     if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
         lines.append(f"Content-Length: {len(body)}")
     # Expect is not passed on: the body goes at once (and a 100 Continue would only be skipped).

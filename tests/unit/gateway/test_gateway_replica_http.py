@@ -19,6 +19,7 @@ from sam_gateway.replica_http import (
     MalformedAnswer,
     ReplicaClient,
     parse_head,
+    request_target,
 )
 from sam_gateway.settings import GatewaySettings
 from unit.gateway.gateway_samples import (
@@ -137,6 +138,24 @@ def test_a_head_gives_the_length_and_whether_the_connection_stays_open() -> None
     assert parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 10", "HEAD").length == 0
     assert parse_head(b"HTTP/1.1 204 No Content", "POST").length == 0
     assert parse_head(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10", "GET").length == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        ("", "/"),
+        ("/v1/embeddings?dtype=float16", "/v1/embeddings?dtype=float16"),
+        ("/a b", "/a%20b"),
+        ("/\u00e9", "/%C3%A9"),
+        ("/%zz", "/%25zz"),
+        ("/?q=1#frag", "/?q=1"),
+        ("//evil.example/x", "/evil.example/x"),
+        ("http://evil.example/", "/http://evil.example/"),
+        ("a\r\nX-Injected: 1", "/aX-Injected:%201"),
+    ],
+)
+def test_any_nuclio_path_becomes_a_request_target_on_the_replica(path: str, target: str) -> None:
+    assert request_target("10.0.0.7:8080", path) == target
 
 
 # ------------------------------------------------------------------------------------------ the client, on the wire

@@ -5,14 +5,15 @@ Why not aiohttp's client here: its parser copies every ~256 KiB piece of the ans
 its stream reader per piece, and a proxy then writes each piece on; measured (bench/README, "Gateway overhead"),
 that per-piece work was most of what separated the gateway from a bare TCP relay. Here the answer is read with
 :class:`asyncio.BufferedProtocol` straight into one buffer of its announced length: the kernel copies into it,
-nothing else does, and the whole answer goes to the client in one write.
+nothing else does, and the client is sent views of that buffer (:mod:`sam_gateway.routes`).
 
-What it speaks: requests with a body and a ``Content-Length``; answers with a ``Content-Length`` (what every
-aiohttp ``web.Response`` sends), no body (``HEAD``, 1xx, 204, 304), or a body ended by the replica closing the
-connection. A chunked answer is refused (:class:`MalformedAnswer`: the encoder never sends one). Connections are
-kept alive and reused per replica (HTTP/1.1). Errors are the caller's to map (:mod:`sam_gateway.proxy`):
-:class:`ConnectFailed`, :class:`Disconnected` (with ``answer_started``) and :class:`MalformedAnswer`; a deadline is
-the caller's ``asyncio.timeout``, and a connection interrupted by one is closed, never reused.
+What it speaks: requests with a body and a ``Content-Length``; answers with a ``Content-Length`` (what every aiohttp
+``web.Response`` sends), no body (``HEAD``, 1xx, 204, 304), or a body ended by the replica closing the connection. A
+chunked answer is refused (:class:`MalformedAnswer`: the encoder never sends one). Connections are kept alive and
+reused per replica (HTTP/1.1), for at most :data:`IDLE_TIMEOUT_S` idle. Errors are the caller's to map
+(:mod:`sam_gateway.proxy`): :class:`ConnectFailed`, :class:`Disconnected` (with ``answer_started``) and
+:class:`MalformedAnswer`; a deadline is the caller's ``asyncio.timeout``, and a connection interrupted by one is
+closed, never reused.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ _HEAD_READ_BYTES = 64 * 1024
 _MAX_HEAD_BYTES = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 _IDLE_PER_REPLICA = 64
+# A kept-alive connection idle longer than this is closed, not reused (aiohttp's client default): well inside the
+# encoder's own keep-alive (aiohttp's server: 75 s), and a connection to a replica that vanished without closing
+# it (a pod killed with its network) is not kept for ever.
+IDLE_TIMEOUT_S = 15.0
 
 
 class UpstreamError(Exception):
@@ -248,10 +253,18 @@ class ReplicaConnection(asyncio.BufferedProtocol):
 class ReplicaClient:
     """Kept-alive connections to replicas (``host:port``), one exchange per connection at a time."""
 
-    def __init__(self, connect_timeout_s: float, max_answer_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        connect_timeout_s: float,
+        max_answer_bytes: int = 256 * 1024 * 1024,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+    ) -> None:
         self._connect_timeout_s = connect_timeout_s
         self._max_answer_bytes = max_answer_bytes
-        self._idle: dict[str, list[ReplicaConnection]] = {}
+        self._idle_timeout_s = idle_timeout_s
+        # Per replica, its idle connections with the loop time each went idle (the newest last).
+        self._idle: dict[str, list[tuple[ReplicaConnection, float]]] = {}
+        self._swept = 0.0
 
     @contextlib.asynccontextmanager
     async def request(
@@ -267,25 +280,51 @@ class ReplicaClient:
             connection.close()
             raise
         if connection.reusable and head.keep_alive:
+            now = asyncio.get_running_loop().time()
+            self._sweep(now)
             idle = self._idle.setdefault(replica, [])
             if len(idle) < _IDLE_PER_REPLICA:
-                idle.append(connection)
+                idle.append((connection, now))
                 return
         connection.close()
 
     async def close(self) -> None:
         """Close every idle connection."""
         for connections in self._idle.values():
-            for connection in connections:
+            for connection, _ in connections:
                 connection.close()
         self._idle.clear()
 
+    def idle_connections(self, replica: str) -> int:
+        """How many kept-alive connections to ``replica`` wait for reuse."""
+        return len(self._idle.get(replica, []))
+
+    def _sweep(self, now: float) -> None:
+        """Close the connections idle too long, to every replica (one gone from the catalog is never asked for
+        again); at most once per idle timeout."""
+        if now - self._swept < self._idle_timeout_s:
+            return
+        self._swept = now
+        for replica, connections in list(self._idle.items()):
+            kept = []
+            for connection, since in connections:
+                if connection.closed or now - since > self._idle_timeout_s:
+                    connection.close()
+                else:
+                    kept.append((connection, since))
+            if kept:
+                self._idle[replica] = kept
+            else:
+                del self._idle[replica]
+
     async def _connection(self, replica: str) -> ReplicaConnection:
         idle = self._idle.get(replica, [])
+        now = asyncio.get_running_loop().time()
         while idle:
-            connection = idle.pop()
-            if not connection.closed:
+            connection, since = idle.pop()
+            if not connection.closed and now - since <= self._idle_timeout_s:
                 return connection
+            connection.close()
         host, _, port = replica.rpartition(":")
         loop = asyncio.get_running_loop()
         try:

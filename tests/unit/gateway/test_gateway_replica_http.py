@@ -192,6 +192,27 @@ async def test_a_connection_the_replica_closed_while_idle_is_not_reused(
     assert replica.connections == 2
 
 
+async def test_a_connection_idle_past_the_timeout_is_closed_not_reused(
+    scripted: Callable[[], Awaitable[ScriptedReplica]],
+) -> None:
+    # One answer more than asked for on each, so no connection is closed by the replica's side.
+    replica = (await scripted()).answer(ok(b"one")).answer(ok(b"two")).answer(ok(b"three")).answer(ok(b"spare"))
+    other = (await scripted()).answer(ok(b"elsewhere")).answer(ok(b"spare"))
+    client = ReplicaClient(connect_timeout_s=2, idle_timeout_s=0.2)
+    assert await call(client, replica.address) == (200, b"one")
+    assert await call(client, replica.address) == (200, b"two")
+    assert replica.connections == 1  # reused inside the timeout
+    await asyncio.sleep(0.3)
+    assert await call(client, replica.address) == (200, b"three")
+    assert replica.connections == 2  # the idle one was dropped, a new one opened
+    await asyncio.sleep(0.3)
+    # A replica nobody asks for again (gone from the catalog) loses its idle connection at the next sweep.
+    assert client.idle_connections(replica.address) == 1
+    assert await call(client, other.address) == (200, b"elsewhere")
+    assert client.idle_connections(replica.address) == 0
+    assert client.idle_connections(other.address) == 1
+
+
 async def test_connection_close_and_a_close_delimited_body_are_honoured(
     scripted: Callable[[], Awaitable[ScriptedReplica]],
 ) -> None:

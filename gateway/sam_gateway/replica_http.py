@@ -271,10 +271,22 @@ class ReplicaClient:
         self, replica: str, method: str, path: str, body: bytes, headers: Mapping[str, str]
     ) -> AsyncIterator[tuple[AnswerHead, ReplicaConnection]]:
         """Send ``method path`` with ``body`` to ``replica``; yield the answer's head and its connection (read the
-        body inside the block). The connection goes back to the pool only if its answer was read whole."""
-        connection = await self._connection(replica)
+        body inside the block). The connection goes back to the pool only if its answer was read whole.
+
+        A kept-alive connection the replica had closed as the request went out (no byte of an answer) is retried
+        once on a new connection to the same replica, so routing stays on it (the encoder's ``POST /`` is a pure
+        function of the image: a replay is safe)."""
+        request_head = _request_head(replica, method, path, body, headers)
+        connection, reused = await self._connection(replica)
         try:
-            head = await connection.exchange(_request_head(replica, method, path, body, headers), body, method)
+            try:
+                head = await connection.exchange(request_head, body, method)
+            except Disconnected as exc:
+                if not reused or exc.answer_started:
+                    raise
+                connection.close()
+                connection, reused = await self._connection(replica, fresh=True)
+                head = await connection.exchange(request_head, body, method)
             yield head, connection
         except BaseException:
             connection.close()
@@ -317,13 +329,14 @@ class ReplicaClient:
             else:
                 del self._idle[replica]
 
-    async def _connection(self, replica: str) -> ReplicaConnection:
-        idle = self._idle.get(replica, [])
+    async def _connection(self, replica: str, fresh: bool = False) -> tuple[ReplicaConnection, bool]:
+        """An idle connection to ``replica`` (unless ``fresh``) or a new one; True: it was reused."""
+        idle = [] if fresh else self._idle.get(replica, [])
         now = asyncio.get_running_loop().time()
         while idle:
             connection, since = idle.pop()
             if not connection.closed and now - since <= self._idle_timeout_s:
-                return connection
+                return connection, True
             connection.close()
         host, _, port = replica.rpartition(":")
         loop = asyncio.get_running_loop()
@@ -336,7 +349,7 @@ class ReplicaClient:
             raise ConnectFailed(f"no connection within {self._connect_timeout_s:g} s") from exc
         except (OSError, ValueError) as exc:
             raise ConnectFailed(f"{exc.__class__.__name__}: {exc}") from exc
-        return protocol
+        return protocol, False
 
 
 def request_target(replica: str, path: str) -> str:

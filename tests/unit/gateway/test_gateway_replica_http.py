@@ -181,6 +181,18 @@ async def test_an_interim_100_continue_is_skipped(scripted: Callable[[], Awaitab
     assert await call(ReplicaClient(connect_timeout_s=2), replica.address) == (200, b"done")
 
 
+async def test_a_kept_alive_connection_closed_as_the_request_went_out_is_retried_on_a_new_one(
+    scripted: Callable[[], Awaitable[ScriptedReplica]],
+) -> None:
+    # The replica takes the second request on the kept-alive connection and closes it without a byte of answer
+    # (its keep-alive ran out as the request arrived): the client tries once more, on a new connection.
+    replica = (await scripted()).answer(ok(b"first")).answer(b"", close_after=True).answer(ok(b"second"))
+    client = ReplicaClient(connect_timeout_s=2)
+    assert await call(client, replica.address) == (200, b"first")
+    assert await call(client, replica.address) == (200, b"second")
+    assert replica.connections == 2 and len(replica.requests) == 3
+
+
 async def test_a_connection_the_replica_closed_while_idle_is_not_reused(
     scripted: Callable[[], Awaitable[ScriptedReplica]],
 ) -> None:

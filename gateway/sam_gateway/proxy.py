@@ -11,8 +11,8 @@ Owns the failure mapping CVAT expects (cvat-protocol §4.4, §11 #1 and #3):
   replica that breaks off *during* that relay raises :class:`AnswerBroken` (counted, logged; the caller closes
   the client's connection, which then sees a body shorter than its ``Content-Length``): lower latency, traded for
   that one failure no longer being replayed;
-- the last candidate disconnecting before any of its answer (most often a kept-alive connection the server
-  closed as the request went out) → one more try on that replica, over a new connection;
+- the last candidate disconnecting before any of its answer, even on a new connection (a kept-alive one the
+  replica closed as the request went out is already retried by :class:`ReplicaClient`) → one more try on it;
 - a replica answering bytes that are not an HTTP/1.1 answer with a length (``bad_answer``) → the next candidate;
 - no ready replica, or every candidate failed → :class:`InvocationError` 503, at once;
 - the whole invocation, retries included, is bounded by ``upstream_timeout_s`` (< CVAT's 120 s) → 504;

@@ -158,14 +158,16 @@ class ReplicaConnection(asyncio.BufferedProtocol):
             self._transport.write(body)
         return await self._head
 
-    async def pieces(self) -> AsyncIterator[memoryview]:
-        """The body as it arrives, each piece a view into the one answer buffer (never overwritten)."""
-        assert self._body is not None
+    async def pieces(self) -> AsyncIterator[bytes | memoryview]:
+        """The body as it arrives, each piece a view into the one answer buffer (never overwritten); a copy where
+        the body is close-delimited, since that buffer grows (a view held would forbid resizing it)."""
+        assert self._body is not None and self._head is not None
+        growing = self._head.result().length is None
         sent = 0
         while True:
             if self._filled > sent:
                 filled = self._filled
-                yield memoryview(self._body)[sent:filled]
+                yield bytes(self._body[sent:filled]) if growing else memoryview(self._body)[sent:filled]
                 sent = filled
                 continue
             if self._complete():

@@ -239,6 +239,14 @@ async def test_connection_close_and_a_close_delimited_body_are_honoured(
     assert replica.connections == 3  # neither of the first two connections went back to the pool
 
 
+async def test_a_close_delimited_body_longer_than_one_read_arrives_whole(
+    scripted: Callable[[], Awaitable[ScriptedReplica]],
+) -> None:
+    big = bytes(range(256)) * 4096  # 1 MiB: many reads into the growing buffer
+    replica = (await scripted()).answer(b"HTTP/1.1 200 OK\r\n\r\n" + big, close_after=True)
+    assert await call(ReplicaClient(connect_timeout_s=2), replica.address) == (200, big)
+
+
 @pytest.mark.parametrize(
     ("answer", "complaint"),
     [

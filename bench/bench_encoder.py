@@ -82,6 +82,17 @@ def make_checkpoint(variant: str, directory: Path) -> Path:
     return path
 
 
+def service_plan(args: argparse.Namespace, checkpoint: Path) -> str:
+    """What the service runs, resolved as it resolves it: engine `auto` on the CPU takes openvino where the
+    checkpoint's IR is already prepared beside it (`sam-inference prepare-encoder`)."""
+    from sam_inference.torch_models.engine.openvino_encoder import is_prepared
+
+    def prepared(precision: str) -> bool:
+        return is_prepared(checkpoint, args.variant, precision)
+
+    return resolve_plan(args.engine, args.precision, args.device, prepared).describe()
+
+
 async def load(url: str, images: list[bytes], clients: int, name: str) -> Run:
     """`clients` concurrent clients share `images`; each request posts one of them in CVAT's format."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -220,7 +231,7 @@ async def bench(args: argparse.Namespace) -> None:
 
     print(
         f"\nmodel={args.variant} device={args.device} engine={args.engine} precision={args.precision} "
-        f"(service runs {resolve_plan(args.engine, args.precision, args.device).describe()}) "
+        f"(service runs {service_plan(args, checkpoint)}) "
         f"max_batch={args.max_batch_size} image={width}x{height} baseline_workers={args.baseline_workers}"
     )
     print(f"{'clients':>7} {'server':>9} {'reqs':>5} {'img/s':>8} {'p50 s':>8} {'p95 s':>8}")

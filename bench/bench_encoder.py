@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import io
 import json
 import os
@@ -87,9 +88,7 @@ def service_plan(args: argparse.Namespace, checkpoint: Path) -> str:
     checkpoint's IR is already prepared beside it (`sam-inference prepare-encoder`)."""
     from sam_inference.torch_models.engine.openvino_encoder import is_prepared
 
-    def prepared(precision: str) -> bool:
-        return is_prepared(checkpoint, args.variant, precision)
-
+    prepared = functools.partial(is_prepared, checkpoint, args.variant)
     return resolve_plan(args.engine, args.precision, args.device, prepared).describe()
 
 

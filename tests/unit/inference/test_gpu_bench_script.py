@@ -24,7 +24,7 @@ def _run_gpu_script(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_the_gpu_script_reports_throughput_memory_and_fidelity_on_the_cpu(tmp_path: Path) -> None:
+def test_the_gpu_script_reports_throughput_and_fidelity_on_the_cpu(tmp_path: Path) -> None:
     run = _run_gpu_script(
         tmp_path, "--device", "cpu", "--variants", "vit_tiny", "--batches", "1,2", "--iters", "2", "--ref-iters", "1"
     )
@@ -43,7 +43,9 @@ def test_the_gpu_script_reports_throughput_memory_and_fidelity_on_the_cpu(tmp_pa
     assert "fidelity: PASS" in text
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="the refusal is only seen where torch sees no GPU; this machine has CUDA"
+)
 def test_the_gpu_script_says_when_there_is_no_gpu(tmp_path: Path) -> None:
     run = _run_gpu_script(tmp_path, "--variants", "vit_tiny")
     assert run.returncode != 0

@@ -4,12 +4,15 @@
 - `decode_masks (onnxruntime)`: the decoder in onnxruntime (the CPU default elsewhere), the same upsampling;
 - `decode_masks (torch)`: the service's PyTorch path (`mask_decoder="torch"`, what it ran before on the CPU);
 - `SamPredictor.predict`: upstream (three masks upsampled; the best one taken).
+By default the paths are interleaved click by click; with `--consecutive` each path takes every click back to back
+(the service's case: one annotator clicking on one frame), the same clicks.
 The prompt encoder and mask decoder are the same size in every variant, so the tiny model's decoder measures
 them all. With `--scene` the embedding is the tiny encoder's for a generated photo-like scene, else random.
 Each path's mask is compared with SamPredictor's (IoU, minimum over the clicks). `CPU ms` is the process's
 CPU time per click (all threads): what the click costs where the cores are shared with other work.
 
     .venv/bin/python bench/bench_masks.py --clicks 30
+    .venv/bin/python bench/bench_masks.py --clicks 30 --consecutive
     .venv/bin/python bench/bench_masks.py --clicks 30 --profile   # + cProfile of the default path
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_masks.py --threads 1   # where other jobs share the cores
 """
@@ -46,6 +49,11 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=30)
     parser.add_argument("--size", default="1920x1080")
     parser.add_argument("--scene", action="store_true", help="embed a generated scene instead of a random embedding")
+    parser.add_argument(
+        "--consecutive",
+        action="store_true",
+        help="each path's clicks back to back instead of interleaved click by click",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile of the path named by --profile-path")
     parser.add_argument("--profile-path", default="decode_masks (openvino)")
     parser.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: torch's, one per core)")
@@ -89,22 +97,37 @@ def main() -> None:
     }
     times: dict[str, list[float]] = {name: [] for name in paths}
     cpu: dict[str, list[float]] = {name: [] for name in paths}
-    ious: dict[str, list[float]] = {name: [] for name in paths}
     rng = np.random.default_rng(1)
+    clicks = [(float(rng.uniform(0, width)), float(rng.uniform(0, height))) for _ in range(args.clicks + 2)]
+    # Interleaved: each click goes through every path in turn (the fairest comparison: every path sees the same
+    # machine state). Consecutive: each path takes all the clicks back to back, as one annotator's clicks on one
+    # frame reach the service: its embedding and its thread pool stay warm between clicks, nothing else runs.
+    order = (
+        [(name, i) for name in paths for i in range(len(clicks))]
+        if args.consecutive
+        else [(name, i) for i in range(len(clicks)) for name in paths]
+    )
+    masks: dict[tuple[str, int], np.ndarray] = {}
     load_before = os.getloadavg()[0]
-    for i in range(args.clicks + 2):
-        x, y = float(rng.uniform(0, width)), float(rng.uniform(0, height))
-        masks = {}
-        for name, path in paths.items():
-            started, started_cpu = time.perf_counter(), time.process_time()
-            masks[name] = path(x, y)
-            if i >= 2:  # the first calls warm the allocators
-                times[name].append(time.perf_counter() - started)
-                cpu[name].append(time.process_time() - started_cpu)
-        for name in paths:
-            ious[name].append(iou(masks[name], masks["SamPredictor.predict"]))
+    for name, i in order:
+        started, started_cpu = time.perf_counter(), time.process_time()
+        mask = paths[name](*clicks[i])
+        elapsed, elapsed_cpu = time.perf_counter() - started, time.process_time() - started_cpu
+        masks[name, i] = np.packbits(mask)  # 1/8 of the memory: every path's mask of every click is kept
+        if i >= 2:  # the first calls warm the allocators
+            times[name].append(elapsed)
+            cpu[name].append(elapsed_cpu)
+    ious = {
+        name: [
+            iou(np.unpackbits(masks[name, i]), np.unpackbits(masks["SamPredictor.predict", i]))
+            for i in range(len(clicks))
+        ]
+        for name in paths
+    }
     print(
-        f"one click, {width}x{height} frame, {args.clicks} clicks, {torch.get_num_threads()} threads, "
+        f"one click, {width}x{height} frame, {args.clicks} clicks "
+        f"{'consecutive' if args.consecutive else 'interleaved'}, "
+        f"{torch.get_num_threads()} threads, "
         f"load average {load_before:.2f} before / {os.getloadavg()[0]:.2f} after"
     )
     print("| path | p50 ms | p95 ms | min ms | CPU ms p50 | min IoU vs SamPredictor |\n|---|---|---|---|---|---|")

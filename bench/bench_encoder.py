@@ -220,7 +220,7 @@ async def bench(args: argparse.Namespace) -> None:
                     flush=True,
                 )
         repeat = [jpeg(20_000, width, height)] * args.repeats
-        hits = {name: await load(url, repeat, 1, name) for name, url in urls.items()}
+        hits = {name: await load(url, repeat, 1, name) for name, url in urls.items()} if args.repeats else None
         peaks = {"service": peak_rss_mib(ours.pid), "baseline": peak_rss_mib(base.pid)}
         clicks = decoder_latency(checkpoint, args.variant, work, args.clicks) if args.clicks else None
     finally:
@@ -246,14 +246,15 @@ async def bench(args: argparse.Namespace) -> None:
             f"  clients={clients:<3d} throughput x{s.throughput / b.throughput:.2f}   "
             f"p50 x{s.pct(0.5) / b.pct(0.5):.2f}   p95 x{s.pct(0.95) / b.pct(0.95):.2f}"
         )
-    # The first request of the repeat run is a miss for the service; the rest are hits.
-    b_rep, s_rep = hits["baseline"].latencies[1:], hits["service"].latencies[1:]
-    print(
-        f"\nrepeated image, p50 over {len(s_rep)} requests: "
-        f"service (cache hit) {statistics.median(s_rep) * 1000:.1f} ms,"
-        f" baseline (recompute) {statistics.median(b_rep) * 1000:.1f} ms, "
-        f"x{statistics.median(b_rep) / statistics.median(s_rep):.1f} faster"
-    )
+    if hits:
+        # The first request of the repeat run is a miss for the service; the rest are hits.
+        b_rep, s_rep = hits["baseline"].latencies[1:], hits["service"].latencies[1:]
+        print(
+            f"\nrepeated image, p50 over {len(s_rep)} requests: "
+            f"service (cache hit) {statistics.median(s_rep) * 1000:.1f} ms,"
+            f" baseline (recompute) {statistics.median(b_rep) * 1000:.1f} ms, "
+            f"x{statistics.median(b_rep) / statistics.median(s_rep):.1f} faster"
+        )
     print(
         f"peak RSS: service {peaks['service']:.0f} MiB, baseline {peaks['baseline']:.0f} MiB "
         f"(x{peaks['service'] / max(1.0, peaks['baseline']):.2f})"
@@ -278,10 +279,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16])
     parser.add_argument("--requests-per-client", type=int, default=1)
     parser.add_argument("--min-requests", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=6, help="requests for the repeated-image test")
+    parser.add_argument(
+        "--repeats", type=int, default=6, help="requests for the repeated-image test (the first misses; 0 skips it)"
+    )
     parser.add_argument("--clicks", type=int, default=20, help="decoder runs (0 skips the decoder)")
     parser.add_argument("--image-size", type=lambda s: tuple(int(x) for x in s.split("x")), default=(1280, 720))
-    asyncio.run(bench(parser.parse_args()))
+    args = parser.parse_args()
+    if args.repeats == 1 or args.repeats < 0:
+        parser.error("--repeats: 0 (no repeated-image test) or at least 2 (the first request misses the cache)")
+    asyncio.run(bench(args))
 
 
 if __name__ == "__main__":

@@ -5,14 +5,16 @@
 - `decode_masks (torch)`: the service's PyTorch path (`mask_decoder="torch"`, what it ran before on the CPU);
 - `SamPredictor.predict`: upstream (three masks upsampled; the best one taken).
 By default the paths are interleaved click by click; with `--consecutive` each path takes every click back to back
-(the service's case: one annotator clicking on one frame), the same clicks.
+(the service's case: one annotator clicking on one frame), the same clicks. With `--refine` each timed call is the
+second click of a chain, fed its path's own low-res mask of an untimed first click (`refine.py`: what the service
+decodes from an annotator's second click on), against SamPredictor fed its own.
 The prompt encoder and mask decoder are the same size in every variant, so the tiny model's decoder measures
 them all. With `--scene` the embedding is the tiny encoder's for a generated photo-like scene, else random.
 Each path's mask is compared with SamPredictor's (IoU, minimum over the clicks). `CPU ms` is the process's
 CPU time per click (all threads): what the click costs where the cores are shared with other work.
 
     .venv/bin/python bench/bench_masks.py --clicks 30
-    .venv/bin/python bench/bench_masks.py --clicks 30 --consecutive
+    .venv/bin/python bench/bench_masks.py --clicks 30 --consecutive [--refine]
     .venv/bin/python bench/bench_masks.py --clicks 30 --profile   # + cProfile of the default path
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_masks.py --threads 1   # where other jobs share the cores
 """
@@ -38,6 +40,9 @@ from sam_inference.torch_models.tiny import write_tiny_checkpoint
 from segment_anything import SamPredictor
 from segment_anything.utils.transforms import ResizeLongestSide
 
+Points = tuple[tuple[float, float], ...]
+Decoded = tuple[np.ndarray, np.ndarray | None]  # the frame's mask, the low-res logits fed to the next click
+
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
@@ -53,6 +58,11 @@ def main() -> None:
         "--consecutive",
         action="store_true",
         help="each path's clicks back to back instead of interleaved click by click",
+    )
+    parser.add_argument(
+        "--refine",
+        action="store_true",
+        help="time the second click of two-click chains, the first click's low-res mask fed back (untimed first)",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile of the path named by --profile-path")
     parser.add_argument("--profile-path", default="decode_masks (openvino)")
@@ -84,21 +94,37 @@ def main() -> None:
         upstream.is_image_set = True
     embedding = Embedding(array, height, width)
 
-    def reference(x: float, y: float) -> np.ndarray:
+    def reference(points: Points, mask_input: np.ndarray | None) -> Decoded:
+        """Upstream as the service's chain runs (`refine.py`): three masks for one click, the best taken; the
+        previous click's low-res mask fed back with the next."""
         with torch.inference_mode():
-            masks, scores, _ = upstream.predict(np.array([[x, y]], dtype=np.float32), np.array([1]))
-        return masks[int(np.argmax(scores))]
+            masks, scores, low_res = upstream.predict(
+                np.array(points, dtype=np.float32),
+                np.ones(len(points), dtype=np.int64),
+                mask_input=mask_input,
+                multimask_output=len(points) < 2,
+            )
+        best = int(np.argmax(scores))
+        return masks[best], low_res[best][None]
 
-    paths: dict[str, Callable[[float, float], np.ndarray]] = {
-        "decode_masks (openvino)": lambda x, y: openvino.decode_masks(embedding, Prompts(((x, y),), (1,))).mask,
-        "decode_masks (onnxruntime)": lambda x, y: fast.decode_masks(embedding, Prompts(((x, y),), (1,))).mask,
-        "decode_masks (torch)": lambda x, y: eager.decode_masks(embedding, Prompts(((x, y),), (1,))).mask,
+    def service(predictor: SamEncoderPredictor) -> Callable[[Points, np.ndarray | None], Decoded]:
+        def decode(points: Points, mask_input: np.ndarray | None) -> Decoded:
+            result = predictor.decode_masks(embedding, Prompts(points, (1,) * len(points)), mask_input)
+            return result.mask, result.low_res
+
+        return decode
+
+    paths: dict[str, Callable[[Points, np.ndarray | None], Decoded]] = {
+        "decode_masks (openvino)": service(openvino),
+        "decode_masks (onnxruntime)": service(fast),
+        "decode_masks (torch)": service(eager),
         "SamPredictor.predict": reference,
     }
     times: dict[str, list[float]] = {name: [] for name in paths}
     cpu: dict[str, list[float]] = {name: [] for name in paths}
     rng = np.random.default_rng(1)
     clicks = [(float(rng.uniform(0, width)), float(rng.uniform(0, height))) for _ in range(args.clicks + 2)]
+    firsts = [(float(rng.uniform(0, width)), float(rng.uniform(0, height))) for _ in clicks] if args.refine else []
     # Interleaved: each click goes through every path in turn (the fairest comparison: every path sees the same
     # machine state). Consecutive: each path takes all the clicks back to back, as one annotator's clicks on one
     # frame reach the service: its embedding and its thread pool stay warm between clicks, nothing else runs.
@@ -110,8 +136,13 @@ def main() -> None:
     masks: dict[tuple[str, int], np.ndarray] = {}
     load_before = os.getloadavg()[0]
     for name, i in order:
+        points: Points = (clicks[i],)
+        mask_input = None
+        if args.refine:  # the chain's first click, untimed: its low-res mask goes back in with the second click
+            _, mask_input = paths[name]((firsts[i],), None)
+            points = (firsts[i], clicks[i])
         started, started_cpu = time.perf_counter(), time.process_time()
-        mask = paths[name](*clicks[i])
+        mask, _ = paths[name](points, mask_input)
         elapsed, elapsed_cpu = time.perf_counter() - started, time.process_time() - started_cpu
         masks[name, i] = np.packbits(mask)  # 1/8 of the memory: every path's mask of every click is kept
         if i >= 2:  # the first calls warm the allocators
@@ -125,7 +156,8 @@ def main() -> None:
         for name in paths
     }
     print(
-        f"one click, {width}x{height} frame, {args.clicks} clicks "
+        f"{'the second click of a chain' if args.refine else 'one click'}, {width}x{height} frame, "
+        f"{args.clicks} clicks "
         f"{'consecutive' if args.consecutive else 'interleaved'}, "
         f"{torch.get_num_threads()} threads, "
         f"load average {load_before:.2f} before / {os.getloadavg()[0]:.2f} after"
@@ -141,7 +173,7 @@ def main() -> None:
         profiler = cProfile.Profile()
         profiler.enable()
         for _ in range(args.clicks):
-            paths[args.profile_path](float(rng.uniform(0, width)), float(rng.uniform(0, height)))
+            paths[args.profile_path](((float(rng.uniform(0, width)), float(rng.uniform(0, height))),), None)
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
 

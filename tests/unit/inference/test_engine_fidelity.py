@@ -233,6 +233,9 @@ def test_vit_b_float32_equals_upstream_and_int8_keeps_cosine_and_masks(vit_b: Sa
 
 
 @pytest.mark.slow
+# Preparing ViT-B's int8 IR (calibration included) took 417 s alone on an idle 2-core AMX Xeon, and ran past the
+# default 600 s while the same machine was slower (a CI run, 2026-12-07): the default leaves it no margin.
+@pytest.mark.timeout(1200)
 def test_vit_b_openvino_int8_keeps_cosine_and_masks(vit_b: Sam) -> None:
     scene = make_scene(7, 800, 600)
     expected = _upstream(vit_b, scene)

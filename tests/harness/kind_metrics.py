@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.cluster import HACK, Cluster, wait_for
-from harness.kind import pods, port_forward, ready_pods
+from harness.kind import node_exec, pods, port_forward, ready_pods
 from harness.kind_release import Kind, Release, encoder_image, restricted_namespace, upgrade_release
 
 
@@ -93,7 +93,7 @@ def running_metrics_stack(kind: Kind, release: Release) -> Iterator[Metrics]:
             what="the custom metrics APIService Available",
         )
     except AssertionError:
-        report_adapter(cluster, release.namespace)
+        report_adapter(kind, release.namespace)
         raise
     # Another upgrade keeps the serving certificate (a new CA in the caBundle before the pod had the new cert
     # would make the aggregator refuse the adapter): the caBundle is unchanged and the APIService stays Available.
@@ -110,8 +110,10 @@ def running_metrics_stack(kind: Kind, release: Release) -> Iterator[Metrics]:
 APISERVICE = "v1beta1.custom.metrics.k8s.io"
 
 
-def report_adapter(cluster: Cluster, namespace: str) -> None:
-    """Why the aggregator does not call the adapter Available: its conditions, the adapter pod, its log."""
+def report_adapter(kind: Kind, namespace: str) -> None:
+    """Why the aggregator does not call the adapter Available: its conditions, the adapter pod, its log, where the
+    Service's address leads on the node."""
+    cluster = kind.cluster
     conditions = (cluster.get_json("apiservice", APISERVICE).get("status") or {}).get("conditions")
     report(f"APIService {APISERVICE} conditions: {json.dumps(conditions)}")
     selector = "app.kubernetes.io/component=prometheus-adapter"
@@ -123,12 +125,49 @@ def report_adapter(cluster: Cluster, namespace: str) -> None:
     # What the adapter itself answers, through the API server's service proxy (a 404 on the group version means
     # it did not install the custom metrics API: it read no rules), and the rules file it was given.
     service = str(cluster.get_json("apiservice", APISERVICE)["spec"]["service"]["name"])
+    # Where the aggregator sends the discovery check: the Service's endpoints against the adapter pods' own IPs
+    # (an endpoint that is not an adapter pod would answer the check with somebody else's 404).
+    slices = cluster.get_json("endpointslices", "-n", namespace, "-l", f"kubernetes.io/service-name={service}")
+    endpoints = [
+        (endpoint.get("addresses"), endpoint.get("conditions"), (endpoint.get("targetRef") or {}).get("name"))
+        for item in slices["items"]
+        for endpoint in item.get("endpoints") or []
+    ]
+    adapter_pods = cluster.get_json("pods", "-n", namespace, "-l", selector)["items"]  # terminating ones too
+    pod_ips = {
+        pod["metadata"]["name"]: [pod["status"].get("podIP"), pod["metadata"].get("deletionTimestamp")]
+        for pod in adapter_pods
+    }
+    report(
+        f"adapter Service {service} endpoints: {json.dumps(endpoints)}; "
+        f"adapter pods (IP, deleted): {json.dumps(pod_ips)}"
+    )
+    report_service_routing(kind, namespace, service)
     proxy = f"/api/v1/namespaces/{namespace}/services/https:{service}:443/proxy"
     for path in ("/apis", "/apis/custom.metrics.k8s.io/v1beta1"):
         answer = cluster.kubectl("get", "--raw", proxy + path, check=False)
         report(f"adapter GET {path}: rc {answer.returncode} {(answer.stdout + answer.stderr)[:800]}")
     config = cluster.kubectl("get", "configmap", "-n", namespace, "-l", selector, "-o", "json", check=False)
     report(f"adapter rules ConfigMap: {config.stdout[:1500] or config.stderr}")
+
+
+def report_service_routing(kind: Kind, namespace: str, service: str) -> None:
+    """The node's NAT rules for the Service's cluster IP, and kube-proxy's log. The aggregator dials that address
+    from the node; a connection that no rule translates leaves the node, and this machine's network answers any
+    such HTTPS request with a 404 of its own (the "bad status ... 404" of a FailedDiscoveryCheck)."""
+    cluster_ip = str(kind.cluster.get_json("service", "-n", namespace, service)["spec"]["clusterIP"])
+    for command in (("iptables-save", "-t", "nat"), ("nft", "list", "ruleset")):
+        try:
+            rules = node_exec(kind.name, *command).stdout
+        except (OSError, subprocess.SubprocessError) as error:
+            report(f"node {' '.join(command)}: {error}")
+            continue
+        lines = [line for line in rules.splitlines() if cluster_ip in line]
+        report(f"node {' '.join(command)}: {len(lines)} lines name {cluster_ip}: {lines[:6]}")
+    proxy_log = kind.cluster.kubectl(
+        "logs", "-n", "kube-system", "-l", "k8s-app=kube-proxy", "--tail", "30", check=False
+    )
+    report(f"kube-proxy log: {(proxy_log.stdout + proxy_log.stderr)[-2500:]}")
 
 
 def condition_of(body: dict[str, Any], type_: str, field_: str = "status") -> str | None:

@@ -122,27 +122,9 @@ def report_adapter(kind: Kind, namespace: str) -> None:
         report(f"adapter pod {pod['metadata']['name']}: {json.dumps(statuses)[:600]}")
     logs = cluster.kubectl("logs", "-n", namespace, "-l", selector, "--tail", "40", check=False)
     report(f"adapter log: {(logs.stdout + logs.stderr)[-3000:]}")
-    # What the adapter itself answers, through the API server's service proxy (a 404 on the group version means
-    # it did not install the custom metrics API: it read no rules), and the rules file it was given.
     service = str(cluster.get_json("apiservice", APISERVICE)["spec"]["service"]["name"])
-    # Where the aggregator sends the discovery check: the Service's endpoints against the adapter pods' own IPs
-    # (an endpoint that is not an adapter pod would answer the check with somebody else's 404).
-    slices = cluster.get_json("endpointslices", "-n", namespace, "-l", f"kubernetes.io/service-name={service}")
-    endpoints = [
-        (endpoint.get("addresses"), endpoint.get("conditions"), (endpoint.get("targetRef") or {}).get("name"))
-        for item in slices["items"]
-        for endpoint in item.get("endpoints") or []
-    ]
-    adapter_pods = cluster.get_json("pods", "-n", namespace, "-l", selector)["items"]  # terminating ones too
-    pod_ips = {
-        pod["metadata"]["name"]: [pod["status"].get("podIP"), pod["metadata"].get("deletionTimestamp")]
-        for pod in adapter_pods
-    }
-    report(
-        f"adapter Service {service} endpoints: {json.dumps(endpoints)}; "
-        f"adapter pods (IP, deleted): {json.dumps(pod_ips)}"
-    )
-    report_service_routing(kind, namespace, service)
+    report_service_routing(kind, namespace, service, selector)
+    # What the adapter itself answers, through the API server's service proxy, and the rules file it was given.
     proxy = f"/api/v1/namespaces/{namespace}/services/https:{service}:443/proxy"
     for path in ("/apis", "/apis/custom.metrics.k8s.io/v1beta1"):
         answer = cluster.kubectl("get", "--raw", proxy + path, check=False)
@@ -151,23 +133,49 @@ def report_adapter(kind: Kind, namespace: str) -> None:
     report(f"adapter rules ConfigMap: {config.stdout[:1500] or config.stderr}")
 
 
-def report_service_routing(kind: Kind, namespace: str, service: str) -> None:
-    """The node's NAT rules for the Service's cluster IP, and kube-proxy's log. The aggregator dials that address
-    from the node; a connection that no rule translates leaves the node, and this machine's network answers any
-    such HTTPS request with a 404 of its own (the "bad status ... 404" of a FailedDiscoveryCheck)."""
-    cluster_ip = str(kind.cluster.get_json("service", "-n", namespace, service)["spec"]["clusterIP"])
-    for command in (("iptables-save", "-t", "nat"), ("nft", "list", "ruleset")):
+def report_service_routing(kind: Kind, namespace: str, service: str, selector: str) -> None:
+    """Where the aggregator's discovery check goes: it dials the Service's cluster IP from the node, and a
+    connection that leaves the node (no rule translates the address, or it translates to an address the node does
+    not route) meets this machine's network, which answers any HTTPS request with a 404 of its own: the "bad status
+    ... 404" of a FailedDiscoveryCheck, which the adapter itself never answers there. Reported: the Service's
+    endpoints against the adapter pods' own IPs, the node's NAT rules naming either, the node's route to each
+    endpoint, and the node's kube-proxy log."""
+    cluster = kind.cluster
+    cluster_ip = str(cluster.get_json("service", "-n", namespace, service)["spec"]["clusterIP"])
+    slices = cluster.get_json("endpointslices", "-n", namespace, "-l", f"kubernetes.io/service-name={service}")
+    endpoints = [endpoint for item in slices["items"] for endpoint in item.get("endpoints") or []]
+    addresses = sorted({address for endpoint in endpoints for address in endpoint.get("addresses") or []})
+    described = [
+        (endpoint.get("addresses"), endpoint.get("conditions"), (endpoint.get("targetRef") or {}).get("name"))
+        for endpoint in endpoints
+    ]
+    adapter_pods = cluster.get_json("pods", "-n", namespace, "-l", selector)["items"]  # terminating ones too
+    pod_ips = {
+        pod["metadata"]["name"]: [pod["status"].get("podIP"), pod["metadata"].get("deletionTimestamp")]
+        for pod in adapter_pods
+    }
+    report(f"Service {service} ({cluster_ip}) endpoints: {json.dumps(described)}; adapter pods: {json.dumps(pod_ips)}")
+    for command in (
+        ("iptables-save", "-t", "nat"),
+        ("nft", "list", "ruleset"),
+        *(("ip", "route", "get", a) for a in addresses),
+    ):
         try:
-            rules = node_exec(kind.name, *command).stdout
+            out = node_exec(kind.name, *command).stdout
         except (OSError, subprocess.SubprocessError) as error:
             report(f"node {' '.join(command)}: {error}")
             continue
-        lines = [line for line in rules.splitlines() if cluster_ip in line]
-        report(f"node {' '.join(command)}: {len(lines)} lines name {cluster_ip}: {lines[:6]}")
-    proxy_log = kind.cluster.kubectl(
-        "logs", "-n", "kube-system", "-l", "k8s-app=kube-proxy", "--tail", "30", check=False
-    )
-    report(f"kube-proxy log: {(proxy_log.stdout + proxy_log.stderr)[-2500:]}")
+        named = [line.strip() for line in out.splitlines() if any(a in line for a in (cluster_ip, *addresses))]
+        report(f"node {' '.join(command)}: {named[:8]}")
+    # The kube-proxy on the real node (the DaemonSet's pods on the kwok GPU nodes have no log).
+    on_node = cluster.get_json(
+        "pods", "-n", "kube-system", "-l", "k8s-app=kube-proxy", "--field-selector", f"spec.nodeName={kind.node}"
+    )["items"]
+    for pod in on_node:
+        name = pod["metadata"]["name"]
+        restarts = [status.get("restartCount") for status in pod["status"].get("containerStatuses") or []]
+        proxy_log = cluster.kubectl("logs", "-n", "kube-system", name, "--tail", "30", check=False)
+        report(f"kube-proxy {name} (restarts {restarts}) log: {(proxy_log.stdout + proxy_log.stderr)[-2500:]}")
 
 
 def condition_of(body: dict[str, Any], type_: str, field_: str = "status") -> str | None:

@@ -134,11 +134,11 @@ def report_adapter(kind: Kind, namespace: str) -> None:
 
 
 def report_service_routing(kind: Kind, namespace: str, service: str, selector: str) -> None:
-    """Where the aggregator's discovery check goes: it dials the Service's cluster IP from the node, and a
-    connection that leaves the node (no rule translates the address, or it translates to an address the node does
-    not route) meets this machine's network, which answers any HTTPS request with a 404 of its own: the "bad status
-    ... 404" of a FailedDiscoveryCheck, which the adapter itself never answers there. Reported: the Service's
-    endpoints against the adapter pods' own IPs, the node's NAT rules naming either, the node's route to each
+    """Where the aggregator's discovery check goes. It dials the Service's endpoints from the node
+    (`--enable-aggregator-routing`, hack/kind/cluster.yaml); a connection that leaves the node meets this machine's
+    network, which answers any HTTPS request with a 404 of its own (the "bad status ... 404" of a
+    FailedDiscoveryCheck, which the adapter itself never answers there). Reported: the Service's endpoints against
+    the adapter pods' own IPs, the node's NAT rules naming the cluster IP or an endpoint, the node's route to each
     endpoint, and the node's kube-proxy log."""
     cluster = kind.cluster
     cluster_ip = str(cluster.get_json("service", "-n", namespace, service)["spec"]["clusterIP"])

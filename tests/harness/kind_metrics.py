@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.cluster import HACK, Cluster, wait_for
-from harness.kind import node_exec, pods, port_forward, ready_pods
+from harness.kind import node_exec, port_forward, ready_pods
 from harness.kind_release import Kind, Release, encoder_image, restricted_namespace, upgrade_release
 
 
@@ -114,16 +114,20 @@ def report_adapter(kind: Kind, namespace: str) -> None:
     """Why the aggregator does not call the adapter Available: its conditions, the adapter pod, its log, where the
     Service's address leads on the node."""
     cluster = kind.cluster
-    conditions = (cluster.get_json("apiservice", APISERVICE).get("status") or {}).get("conditions")
-    report(f"APIService {APISERVICE} conditions: {json.dumps(conditions)}")
+    apiservice = cluster.get_json("apiservice", APISERVICE)
+    report(f"APIService {APISERVICE} conditions: {json.dumps((apiservice.get('status') or {}).get('conditions'))}")
     selector = "app.kubernetes.io/component=prometheus-adapter"
-    for pod in pods(cluster, namespace, selector):
+    adapter_pods = cluster.get_json("pods", "-n", namespace, "-l", selector)["items"]  # terminating ones too
+    for pod in adapter_pods:
         statuses = pod["status"].get("containerStatuses") or []
-        report(f"adapter pod {pod['metadata']['name']}: {json.dumps(statuses)[:600]}")
+        report(
+            f"adapter pod {pod['metadata']['name']} (IP {pod['status'].get('podIP')}, deleted "
+            f"{pod['metadata'].get('deletionTimestamp')}): {json.dumps(statuses)[:600]}"
+        )
     logs = cluster.kubectl("logs", "-n", namespace, "-l", selector, "--tail", "40", check=False)
     report(f"adapter log: {(logs.stdout + logs.stderr)[-3000:]}")
-    service = str(cluster.get_json("apiservice", APISERVICE)["spec"]["service"]["name"])
-    report_service_routing(kind, namespace, service, selector)
+    service = str(apiservice["spec"]["service"]["name"])
+    report_service_routing(kind, namespace, service)
     # What the adapter itself answers, through the API server's service proxy, and the rules file it was given.
     proxy = f"/api/v1/namespaces/{namespace}/services/https:{service}:443/proxy"
     for path in ("/apis", "/apis/custom.metrics.k8s.io/v1beta1"):
@@ -133,13 +137,13 @@ def report_adapter(kind: Kind, namespace: str) -> None:
     report(f"adapter rules ConfigMap: {config.stdout[:1500] or config.stderr}")
 
 
-def report_service_routing(kind: Kind, namespace: str, service: str, selector: str) -> None:
+def report_service_routing(kind: Kind, namespace: str, service: str) -> None:
     """Where the aggregator's discovery check goes. It dials the Service's endpoints from the node
     (`--enable-aggregator-routing`, hack/kind/cluster.yaml); a connection that leaves the node meets this machine's
     network, which answers any HTTPS request with a 404 of its own (the "bad status ... 404" of a
-    FailedDiscoveryCheck, which the adapter itself never answers there). Reported: the Service's endpoints against
-    the adapter pods' own IPs, the node's NAT rules naming the cluster IP or an endpoint, the node's route to each
-    endpoint, and the node's kube-proxy log."""
+    FailedDiscoveryCheck, which the adapter itself never answers there). Reported: the Service's endpoints (to read
+    against the adapter pods' IPs that `report_adapter` prints), the node's NAT rules naming the cluster IP or an
+    endpoint, the node's route to each endpoint, and the node's kube-proxy log."""
     cluster = kind.cluster
     cluster_ip = str(cluster.get_json("service", "-n", namespace, service)["spec"]["clusterIP"])
     slices = cluster.get_json("endpointslices", "-n", namespace, "-l", f"kubernetes.io/service-name={service}")
@@ -149,12 +153,7 @@ def report_service_routing(kind: Kind, namespace: str, service: str, selector: s
         (endpoint.get("addresses"), endpoint.get("conditions"), (endpoint.get("targetRef") or {}).get("name"))
         for endpoint in endpoints
     ]
-    adapter_pods = cluster.get_json("pods", "-n", namespace, "-l", selector)["items"]  # terminating ones too
-    pod_ips = {
-        pod["metadata"]["name"]: [pod["status"].get("podIP"), pod["metadata"].get("deletionTimestamp")]
-        for pod in adapter_pods
-    }
-    report(f"Service {service} ({cluster_ip}) endpoints: {json.dumps(described)}; adapter pods: {json.dumps(pod_ips)}")
+    report(f"Service {service} ({cluster_ip}) endpoints: {json.dumps(described)}")
     for command in (
         ("iptables-save", "-t", "nat"),
         ("nft", "list", "ruleset"),

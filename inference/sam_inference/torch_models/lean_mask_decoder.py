@@ -90,8 +90,9 @@ def tokens_to_image(attention: Attention, q: Tensor, k: Tensor, v: Tensor, form:
     heads = attention.num_heads
     q_heads = attention.q_proj(q).reshape(batch, tokens, heads, -1).transpose(1, 2)  # B,H,T,d
     head_dim = q_heads.shape[-1]
-    folded = torch.matmul(q_heads, _per_head(attention.k_proj.weight, heads)).reshape(batch, heads * tokens, channels)
-    scores = form.product(folded, k.transpose(1, 2)) / math.sqrt(head_dim)  # B,HT,N
+    # The softmax's scale in the weight (a constant of the graph), not on the scores (H·T x N): a pass fewer.
+    folded = torch.matmul(q_heads, _per_head(attention.k_proj.weight, heads) / math.sqrt(head_dim))
+    scores = form.product(folded.reshape(batch, heads * tokens, channels), k.transpose(1, 2))  # B,HT,N
     mixed = form.product(torch.softmax(scores, dim=-1), v).reshape(batch, heads, tokens, channels)
     values = torch.matmul(mixed, _per_head(attention.v_proj.weight, heads).transpose(1, 2))  # B,H,T,d
     values = values + attention.v_proj.bias.reshape(heads, 1, head_dim)
@@ -106,15 +107,18 @@ def image_to_tokens(attention: Attention, q: Tensor, k: Tensor, v: Tensor, form:
     k_heads = attention.k_proj(k).reshape(batch, tokens, heads, -1).transpose(1, 2)  # B,H,T,d
     v_heads = attention.v_proj(v).reshape(batch, tokens, heads, -1).transpose(1, 2)
     head_dim = k_heads.shape[-1]
-    folded = torch.matmul(k_heads, _per_head(attention.q_proj.weight, heads)).reshape(batch, heads * tokens, channels)
-    bias = torch.matmul(k_heads, attention.q_proj.bias.reshape(heads, head_dim, 1)).reshape(batch, heads * tokens)
+    scale = math.sqrt(head_dim)  # in the weight and the bias, as in `tokens_to_image`
+    folded = torch.matmul(k_heads, _per_head(attention.q_proj.weight, heads) / scale)
+    folded = folded.reshape(batch, heads * tokens, channels)
+    bias = torch.matmul(k_heads, attention.q_proj.bias.reshape(heads, head_dim, 1) / scale)
+    bias = bias.reshape(batch, heads * tokens)
     out_weight = attention.out_proj.weight.reshape(channels, heads, head_dim).permute(1, 2, 0)  # H,d,C
     projected = torch.matmul(v_heads, out_weight).reshape(batch, heads * tokens, channels)  # B,HT,C
     if form.tokens_major:
-        scores = (form.product(folded, q.transpose(1, 2)) + bias[:, :, None]) / math.sqrt(head_dim)  # B,HT,N
+        scores = form.product(folded, q.transpose(1, 2)) + bias[:, :, None]  # B,HT,N
         weights = torch.softmax(scores.reshape(batch, heads, tokens, pixels), dim=2).reshape(batch, -1, pixels)
         return form.product(weights.transpose(1, 2), projected) + attention.out_proj.bias  # type: ignore[no-any-return]
-    scores = (form.product(q, folded.transpose(1, 2)) + bias[:, None, :]) / math.sqrt(head_dim)  # B,N,HT
+    scores = form.product(q, folded.transpose(1, 2)) + bias[:, None, :]  # B,N,HT
     weights = torch.softmax(scores.reshape(batch, pixels, heads, tokens), dim=-1).reshape(batch, pixels, -1)
     return form.product(weights, projected) + attention.out_proj.bias  # type: ignore[no-any-return]
 
@@ -128,18 +132,31 @@ def _mlp(mlp: MLPBlock, x: Tensor, form: GraphForm) -> Tensor:
     return form.product(hidden, mlp.lin2.weight.t(), mlp.lin2.bias)
 
 
+def image_operands(keys: Tensor, key_pe: Tensor, form: GraphForm) -> tuple[Tensor, Tensor]:
+    """The image tokens as a block's products read them (`form.operand`), and the same plus their positional
+    encoding."""
+    image = form.operand(keys)
+    return image, image + form.operand(key_pe)
+
+
 def _block(
-    block: TwoWayAttentionBlock, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor, form: GraphForm
+    block: TwoWayAttentionBlock,
+    queries: Tensor,
+    keys: Tensor,
+    query_pe: Tensor,
+    key_pe: Tensor,
+    form: GraphForm,
+    operands: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """`TwoWayAttentionBlock.forward` with both cross attentions in low-rank form (`image_to_tokens`)."""
+    """`TwoWayAttentionBlock.forward` with both cross attentions in low-rank form (`image_to_tokens`);
+    `operands`: `image_operands(keys, key_pe, form)` computed already."""
     if block.skip_first_layer_pe:
         queries = block.self_attn(q=queries, k=queries, v=queries)
     else:
         q = queries + query_pe
         queries = queries + block.self_attn(q=q, k=q, v=queries)
     queries = block.norm1(queries)
-    image = form.operand(keys)
-    positioned = image + form.operand(key_pe)
+    image, positioned = image_operands(keys, key_pe, form) if operands is None else operands
     queries = block.norm2(
         queries + tokens_to_image(block.cross_attn_token_to_image, queries + query_pe, positioned, image, form)
     )
@@ -156,21 +173,28 @@ def two_way_transformer(
     point_embedding: Tensor,
     low_rank: bool,
     form: GraphForm = EXACT,
+    first: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """`TwoWayTransformer.forward` on image tokens already in (B, N, C) layout; `low_rank`: the cross attentions
-    in low-rank form (laid out and computed as `form` says), else upstream's own blocks."""
+    in low-rank form (laid out and computed as `form` says), else upstream's own blocks. In low-rank form the
+    image tokens come back as `form.operand` made them for the last attention, which the upscaling's first product
+    reads too (one cast of them, not two). `first`: the first block's `image_operands`, computed already (low-rank
+    form only)."""
+    if first is not None and not low_rank:
+        raise ValueError("the first block's operands are read in low-rank form only")
     queries = point_embedding
-    for block in transformer.layers:
+    for index, block in enumerate(transformer.layers):
         if low_rank:
-            queries, keys = _block(block, queries, keys, point_embedding, key_pe, form)
+            operands = first if index == 0 else None
+            queries, keys = _block(block, queries, keys, point_embedding, key_pe, form, operands)
         else:
             queries, keys = block(queries=queries, keys=keys, query_pe=point_embedding, key_pe=key_pe)
     final = transformer.final_attn_token_to_image
     if low_rank:
-        image = form.operand(keys)
-        attended = tokens_to_image(final, queries + point_embedding, image + form.operand(key_pe), image, form)
-    else:
-        attended = final(q=queries + point_embedding, k=keys + key_pe, v=keys)
+        image, positioned = image_operands(keys, key_pe, form)
+        attended = tokens_to_image(final, queries + point_embedding, positioned, image, form)
+        return transformer.norm_final_attn(queries + attended), image
+    attended = final(q=queries + point_embedding, k=keys + key_pe, v=keys)
     return transformer.norm_final_attn(queries + attended), keys
 
 
@@ -253,13 +277,25 @@ class LeanLowResDecoder(SamOnnxModel):  # type: ignore[misc]
         mask_input: Tensor | None = None,
         has_mask_input: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
+        tokens_in = image_embeddings if self.token_input else as_tokens(image_embeddings)
+        keys = tokens_in + self._dense_tokens(mask_input, has_mask_input)
+        return self.decode(keys, point_coords, point_labels)
+
+    def decode(
+        self,
+        keys: Tensor,
+        point_coords: Tensor,
+        point_labels: Tensor,
+        first_block: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """`forward` from the image tokens plus their dense prompt embedding (`keys`, (1, N, C)); `first_block` as
+        `two_way_transformer`'s `first`."""
         decoder = self.model.mask_decoder
         sparse = self._embed_points(point_coords, point_labels)
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0).unsqueeze(0)
         tokens = torch.cat((output_tokens, sparse), dim=1)
-        tokens_in = image_embeddings if self.token_input else as_tokens(image_embeddings)
-        keys = tokens_in + self._dense_tokens(mask_input, has_mask_input)
-        hs, keys = two_way_transformer(decoder.transformer, keys, self.key_pe, tokens, self.low_rank, self.form)
+        transformer = decoder.transformer
+        hs, keys = two_way_transformer(transformer, keys, self.key_pe, tokens, self.low_rank, self.form, first_block)
         scores = decoder.iou_prediction_head(hs[:, 0, :])  # 1, num_mask_tokens
         # SamOnnxModel.select_masks: mask 0 wins by 1000 above two prompt tokens, loses by 1000 at up to two.
         reweight = torch.zeros_like(scores)
@@ -282,3 +318,26 @@ class LeanLowResDecoder(SamOnnxModel):  # type: ignore[misc]
         # Row 4i + 2a + c, column 4j + 2b + d (the first convolution's offset, then the second's).
         mask = logits.permute(0, 2, 4, 1, 3, 5).reshape(1, 1, 4 * side, 4 * side)
         return torch.gather(scores, 1, best[:, None]), mask
+
+
+class FirstClickDecoder(LeanLowResDecoder):
+    """`LeanLowResDecoder(model, low_rank=True, form, mask_prompt=False, token_input=True)` (a first click: no mask
+    input) reading what its first block would compute from the image tokens alone, `prepare`d once per embedding:
+    the tokens plus the no-mask embedding (`keys`) and their `image_operands`. Those are the same for every first
+    click on a frame, and computing them is three passes over the N image tokens (~0.65 ms of a click's graph on a
+    2-core AMX Xeon, bench/README). Inputs: `PREPARED` names, then upstream's point inputs."""
+
+    def __init__(self, model: Sam, form: GraphForm = EXACT) -> None:
+        super().__init__(model, low_rank=True, form=form, mask_prompt=False, token_input=True)
+
+    @torch.no_grad()
+    def prepare(self, image_tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(keys, image, positioned) of `image_tokens` (1, N, C): this graph's first three inputs."""
+        keys = image_tokens + self._dense_tokens(None, None)
+        return (keys, *image_operands(keys, self.key_pe, self.form))
+
+    @torch.no_grad()
+    def forward(  # type: ignore[override]
+        self, keys: Tensor, image: Tensor, positioned: Tensor, point_coords: Tensor, point_labels: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        return self.decode(keys, point_coords, point_labels, (image, positioned))

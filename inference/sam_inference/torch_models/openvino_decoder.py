@@ -1,8 +1,9 @@
 """SAM's prompt encoder + mask decoder in OpenVINO, its large products in bfloat16 where the CPU computes them.
 
 The same graphs as the onnxruntime decoder (`onnx_decoder`: `LeanLowResDecoder` exported from the loaded model
-at start-up, with and without the low-rank attention, with and without a mask input, reading the embedding as
-image tokens laid out once per embedding; read by OpenVINO's ONNX frontend), in another
+at start-up, with and without the low-rank attention, with and without a mask input, reading the embedding laid
+out once per embedding: as image tokens, and for a first click as its first block's operands, `ImageInputs`; read
+by OpenVINO's ONNX frontend), in another
 `lean_mask_decoder.GraphForm`: the image→tokens scores tokens-major (OpenVINO's softmax runs that layout faster)
 and, where the CPU plugin reports BF16 (AVX512_BF16 or AMX), the products over the 4096 image tokens with bfloat16
 operands (`bf16_products`; sums, softmax, norms and GELU stay float32, as under `torch.autocast`). Those products
@@ -27,10 +28,12 @@ import threading
 from typing import Any
 
 import numpy as np
+import torch
 from segment_anything.modeling import Sam
+from torch import Tensor
 
 from .lean_mask_decoder import GraphForm
-from .onnx_decoder import GRAPHS, LowResDecoder, export_low_res_decoder
+from .onnx_decoder import GRAPHS, LowResDecoder, export_graph
 
 
 def native_bf16(core: Any | None = None) -> bool:
@@ -60,27 +63,33 @@ class OpenVinoLowResDecoder(LowResDecoder):
     def __init__(self, model: Sam, threads: int, bf16: bool | None = None) -> None:
         import openvino as ov
 
-        super().__init__(model)
         core = ov.Core()
         self.bf16 = native_bf16(core) if bf16 is None else bf16
         form = GraphForm(tokens_major=True, bf16_products=self.bf16)
+        super().__init__(model, form)
         self._requests = {
-            (low_rank, mask): core.compile_model(
-                # read_model, not convert_model: the same graph once compiled, and 0.3 s for it instead of 2 s.
-                core.read_model(
-                    io.BytesIO(export_low_res_decoder(model, low_rank, form=form, mask_prompt=mask, token_input=True))
-                ),
-                "CPU",
-                compile_config(threads),
+            # read_model, not convert_model: the same graph once compiled, and 0.3 s for it instead of 2 s.
+            graph: core.compile_model(
+                core.read_model(io.BytesIO(export_graph(model, graph, form))), "CPU", compile_config(threads)
             ).create_infer_request()
-            for low_rank, mask in GRAPHS
+            for graph in GRAPHS
         }
         self._lock = threading.Lock()
+
+    def _runtime_input(self, value: Tensor) -> Any:
+        """bfloat16 (the first-click graph's prepared operands in the bfloat16 form) as an OpenVINO tensor over the
+        same memory (numpy has no bfloat16: its bits as uint16), float32 as an array."""
+        if value.dtype != torch.bfloat16:
+            return super()._runtime_input(value)
+        import openvino as ov
+
+        bits = value.contiguous().view(torch.int16).numpy().view(np.uint16)
+        return ov.Tensor(bits, ov.Shape(list(bits.shape)), ov.Type.bf16)  # holds `bits`, which holds `value`
 
     def _run(self, graph: tuple[bool, bool], feeds: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         request = self._requests[graph]
         with self._lock:  # the outputs are the request's own buffers: copied before another call can write them
-            # Shared: the request reads the caller's arrays in place (`decoder_feeds` makes them C-contiguous
-            # float32) and returns views of its own outputs, copied here: ~1.4 ms a click less than copying both.
+            # Shared: the request reads the caller's arrays in place (`decoder_feeds` and `_runtime_input` make them
+            # C-contiguous) and returns views of its own outputs, copied here: ~1.4 ms a click less than copying both.
             outputs = request.infer(feeds, share_inputs=True, share_outputs=True)
             return np.array(outputs["iou_predictions"]), np.array(outputs["low_res_masks"])

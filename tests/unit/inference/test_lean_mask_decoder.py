@@ -1,13 +1,20 @@
 """The lean mask decoder (low-rank cross attention, channel-last upscaling) is upstream's function (issue 13):
 its low-res logits and predicted IoU equal upstream's export (`SamOnnxModel`, single mask) within float rounding,
 in both attention forms and both score layouts, with and without a mask input, for clicks and boxes, on the tiny
-model and on ViT-B."""
+model and on ViT-B. The first click's graph that reads its first block's inputs prepared once per embedding
+(`FirstClickDecoder`) is the graph that reads image tokens, operation for operation."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from sam_inference.torch_models.lean_mask_decoder import GraphForm, LeanLowResDecoder, as_tokens, low_rank_max_points
+from sam_inference.torch_models.lean_mask_decoder import (
+    FirstClickDecoder,
+    GraphForm,
+    LeanLowResDecoder,
+    as_tokens,
+    low_rank_max_points,
+)
 from sam_inference.torch_models.tiny import build_random_sam
 from segment_anything.modeling import Sam
 from segment_anything.utils.onnx import SamOnnxModel
@@ -80,3 +87,22 @@ def test_a_graph_for_one_mask_prompt_is_upstream_at_the_has_mask_input_it_implie
     score, mask = lean(tokens, coords, labels, mask_input if mask_prompt else None)
     torch.testing.assert_close(score, want_score, rtol=0, atol=1e-5)
     torch.testing.assert_close(mask, want_mask, rtol=0, atol=1e-5 * max(1.0, float(want_mask.abs().max())))
+
+
+@pytest.mark.parametrize("bf16_products", [False, True])
+def test_the_first_click_graph_on_prepared_inputs_is_the_first_click_graph_on_tokens(
+    model: Sam, bf16_products: bool
+) -> None:
+    form = GraphForm(tokens_major=True, bf16_products=bf16_products)
+    generator = torch.Generator().manual_seed(11)
+    tokens = as_tokens(torch.randn(1, 256, 64, 64, generator=generator)).contiguous()
+    on_tokens = LeanLowResDecoder(model, True, form, mask_prompt=False, token_input=True)
+    first_click = FirstClickDecoder(model, form)
+    keys, image, positioned = first_click.prepare(tokens)
+    assert image.dtype == positioned.dtype == (torch.bfloat16 if bf16_products else torch.float32)
+    for clicks in (1, 3):
+        coords, labels = _prompt(generator, clicks, box=clicks == 3)
+        want_score, want_mask = on_tokens(tokens, coords, labels)
+        score, mask = first_click(keys, image, positioned, coords, labels)
+        torch.testing.assert_close(score, want_score, rtol=0, atol=0)
+        torch.testing.assert_close(mask, want_mask, rtol=0, atol=0)

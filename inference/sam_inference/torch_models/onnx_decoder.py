@@ -120,15 +120,17 @@ def _onnx_bytes(module: LeanLowResDecoder, example: dict[str, Tensor], inputs: t
 def tokens_of(embedding: np.ndarray) -> np.ndarray:
     """An embedding (1, C, 64, 64) as its image tokens (1, N, C), C-contiguous float32 (`as_tokens`)."""
     source = torch.from_numpy(np.ascontiguousarray(embedding, dtype=np.float32))
-    return as_tokens(source).contiguous().numpy()  # type: ignore[no-any-return]  # torch's blocked transpose: numpy's is slower
+    # torch's blocked transpose: numpy's is slower
+    return as_tokens(source).contiguous().numpy()  # type: ignore[no-any-return]
 
 
 class ImageTokens(Generic[T]):
-    """What `lay_out` makes of each of the last `kept` embeddings decoded against (by default their image tokens):
-    every click on a frame after the first reads it instead of laying the embedding out again (a 4 MiB transpose,
-    ~0.9 ms in OpenVINO's graph here). Keyed by the array itself, held weakly (an id is trusted only while its
-    array lives, and an embedding the service's cache drops takes its layout with it at the next new embedding):
-    an embedding is never written once made (the service's cache entries are not). Safe across threads."""
+    """What `lay_out` makes of each of the last `kept` embeddings decoded against (their image tokens, `tokens_of`,
+    or a decoder's `ImageInputs`): every click on a frame after the first reads it instead of laying the embedding
+    out again (a 4 MiB transpose, ~0.9 ms in OpenVINO's graph here). Keyed by the array itself, held weakly (an id
+    is trusted only while its array lives, and an embedding the service's cache drops takes its layout with it at
+    the next new embedding): an embedding is never written once made (the service's cache entries are not). Safe
+    across threads."""
 
     def __init__(self, lay_out: Callable[[np.ndarray], T], kept: int = KEPT_TOKENS) -> None:
         self._lay_out = lay_out

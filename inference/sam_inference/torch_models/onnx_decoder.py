@@ -52,7 +52,7 @@ TOKENS = "image_tokens"
 FIRST_CLICK = (True, False)
 PREPARED = ("image_keys", "image_operand", "image_positioned")
 #: Embeddings a decoder keeps laid out (12 MiB each: `ImageInputs`): the frames being annotated now.
-KEPT_TOKENS = 4
+KEPT_EMBEDDINGS = 4
 
 T = TypeVar("T")
 
@@ -124,7 +124,7 @@ def tokens_of(embedding: np.ndarray) -> np.ndarray:
     return as_tokens(source).contiguous().numpy()  # type: ignore[no-any-return]
 
 
-class ImageTokens(Generic[T]):
+class EmbeddingLayouts(Generic[T]):
     """What `lay_out` makes of each of the last `kept` embeddings decoded against (their image tokens, `tokens_of`,
     or a decoder's `ImageInputs`): every click on a frame after the first reads it instead of laying the embedding
     out again (a 4 MiB transpose, ~0.9 ms in OpenVINO's graph here). Keyed by the array itself, held weakly (an id
@@ -132,7 +132,7 @@ class ImageTokens(Generic[T]):
     the next new embedding): an embedding is never written once made (the service's cache entries are not). Safe
     across threads."""
 
-    def __init__(self, lay_out: Callable[[np.ndarray], T], kept: int = KEPT_TOKENS) -> None:
+    def __init__(self, lay_out: Callable[[np.ndarray], T], kept: int = KEPT_EMBEDDINGS) -> None:
         self._lay_out = lay_out
         self._kept = kept
         self._entries: OrderedDict[int, tuple[weakref.ref[np.ndarray], T]] = OrderedDict()
@@ -177,7 +177,7 @@ class LowResDecoder:
     def __init__(self, model: Sam, form: GraphForm = EXACT) -> None:
         self._low_rank_max_points = low_rank_max_points(model)
         self._first_click = FirstClickDecoder(model, form).cpu().eval()
-        self._inputs = ImageTokens(self._lay_out)
+        self._inputs = EmbeddingLayouts(self._lay_out)
 
     def __call__(
         self,
@@ -238,7 +238,7 @@ def decoder_feeds(
     tokens: np.ndarray, coords: np.ndarray, labels: np.ndarray, mask_input: np.ndarray | None
 ) -> dict[str, Any]:
     """The inputs of a runtime's graph for one prompt (`graph_inputs(mask_input is not None, token_input=True)`),
-    each C-contiguous float32 (a runtime may read them in place): `tokens` (1 x N x C, `ImageTokens`), `coords`
+    each C-contiguous float32 (a runtime may read them in place): `tokens` (1 x N x C, `tokens_of`), `coords`
     (N x 2), `labels` (N)."""
     feeds = {TOKENS: np.ascontiguousarray(tokens, dtype=np.float32), **point_feeds(coords, labels)}
     if mask_input is not None:

@@ -13,7 +13,7 @@ import torch
 from sam_inference.predictor import Embedding, Prompts
 from sam_inference.torch_models.engine.plan import CpuFeatures
 from sam_inference.torch_models.mask_upsampling import AxisMap, axis_map, upsample_mask
-from sam_inference.torch_models.onnx_decoder import ImageTokens, tokens_of
+from sam_inference.torch_models.onnx_decoder import EmbeddingLayouts, tokens_of
 from sam_inference.torch_models.sam_predictor import SamEncoderPredictor, resolve_mask_decoder
 from segment_anything import SamPredictor
 from segment_anything.utils.transforms import ResizeLongestSide
@@ -133,7 +133,7 @@ def test_close_releases_the_model_and_the_onnxruntime_session(tiny_checkpoint: P
 
 
 def test_image_tokens_are_laid_out_once_per_embedding_and_kept_for_the_last_few() -> None:
-    tokens = ImageTokens(tokens_of, kept=2)
+    tokens = EmbeddingLayouts(tokens_of, kept=2)
     rng = np.random.default_rng(0)
     first, second, third = (rng.standard_normal((1, 256, 64, 64)).astype(np.float32) for _ in range(3))
     laid_out = tokens(first)
@@ -147,7 +147,7 @@ def test_image_tokens_are_laid_out_once_per_embedding_and_kept_for_the_last_few(
 
 
 def test_image_tokens_do_not_keep_a_dropped_embedding_or_its_tokens() -> None:
-    tokens = ImageTokens(tokens_of, kept=4)
+    tokens = EmbeddingLayouts(tokens_of, kept=4)
     rng = np.random.default_rng(1)
     dropped = rng.standard_normal((1, 256, 64, 64)).astype(np.float32)
     kept = rng.standard_normal((1, 256, 64, 64)).astype(np.float32)
